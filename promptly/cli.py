@@ -1,0 +1,64 @@
+"""One `promptly` command: `promptly <verb> [hydra overrides]`; each verb is a Hydra entry point."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Verb:
+    module: str
+    summary: str
+    actions: tuple[str, ...] = ()
+    """Positional sub-commands (`promptly db migrate`), passed to the entry config as `action=...`."""
+
+
+VERBS: dict[str, Verb] = {
+    "ingest": Verb("promptly.ingest.command", "chunk, embed and store a document source (incremental)"),
+    "db": Verb("promptly.store.command", "migrate | status | sql: the store's schema and contents",
+               ("migrate", "status", "sql")),
+}
+
+USAGE = """usage: promptly <verb> [override ...] [-m] [--help]
+
+Every verb is a Hydra app on the config tree in configs/: pass overrides such as
+store=postgres store.url=postgresql://... or -m for a multirun; `promptly <verb> --help`
+shows that verb's config groups and options.
+
+verbs:
+{verbs}
+"""
+
+
+def usage() -> str:
+    width = max(len(v) for v in VERBS)
+    lines = [f"  {name.ljust(width)}  {verb.summary}" for name, verb in VERBS.items()]
+    return USAGE.format(verbs="\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        raise SystemExit(0 if args else 2)
+    name, rest = args[0], args[1:]
+    verb = VERBS.get(name)
+    if verb is None:
+        print(f"promptly: unknown verb {name!r}\n", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        raise SystemExit(2)
+    if verb.actions and rest and rest[0] in verb.actions:
+        rest = [f"action={rest[0]}", *rest[1:]]
+    elif verb.actions and rest and not rest[0].startswith("-") and "=" not in rest[0]:
+        print(f"promptly {name}: unknown action {rest[0]!r}; choose one of {', '.join(verb.actions)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    sys.argv = [f"promptly {name}", *rest]
+    entry = importlib.import_module(verb.module)
+    entry.main()
+
+
+if __name__ == "__main__":
+    main()

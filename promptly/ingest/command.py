@@ -1,0 +1,106 @@
+"""`promptly ingest`: load a source, sync it into the store, load its QA pairs, print a summary."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from promptly.hydra_entry import hydra_entry
+from promptly.ingest.chunking import TokenChunker
+from promptly.ingest.documents import SourceConfig, discover, load_source
+from promptly.ingest.embedding import Embedder
+from promptly.ingest.qa import QAReport, SplitConfig, load_qa_pairs
+from promptly.ingest.sync import SyncReport, sync_documents
+from promptly.store.base import ChunkStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    sync: SyncReport
+    qa: QAReport | None
+
+    @property
+    def ok(self) -> bool:
+        return self.sync.ok and (self.qa is None or not self.qa.failed)
+
+
+def prepare_store(store: ChunkStore, auto_migrate: bool) -> None:
+    """Apply migrations (idempotent) or check they were applied, before any write."""
+    if auto_migrate:
+        store.migrate()
+    else:
+        ensure = getattr(store, "ensure_schema", None)
+        if ensure is not None:
+            ensure()
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
+    """Ingest as configured; also the function tests and the demo call directly."""
+    console = console or Console(stderr=True)
+    embedder: Embedder = instantiate(cfg.embedder)
+    store: ChunkStore = instantiate(cfg.store)
+    chunker: TokenChunker = instantiate(cfg.ingest.chunker)
+    source = SourceConfig(**OmegaConf.to_container(cfg.ingest.source, resolve=True))  # type: ignore[arg-type]
+    fingerprint = (f"{chunker.fingerprint()};embedder={embedder.model_name};"
+                   f"doc_prefix={embedder.document_prefix}")
+    try:
+        prepare_store(store, cfg.ingest.auto_migrate)
+        _, files = discover(source)
+        with Progress(TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=console, transient=True,
+                      disable=not cfg.ingest.progress) as progress:
+            task = progress.add_task("", total=len(files))
+
+            def advance(name: str) -> None:
+                progress.update(task, advance=1, description=name[-50:])
+
+            report = sync_documents(load_source(source, fingerprint), store, chunker, embedder,
+                                    cleanup=cfg.ingest.cleanup, source_name=source.name,
+                                    embed_batch_chunks=cfg.ingest.embed_batch_chunks, on_progress=advance)
+        qa_report = None
+        qa_path = cfg.ingest.qa.path
+        if qa_path:
+            if Path(qa_path).is_file():
+                split = SplitConfig(**OmegaConf.to_container(cfg.ingest.qa.split, resolve=True))  # type: ignore[arg-type]
+                qa_report = load_qa_pairs(Path(qa_path), store, embedder, split)
+            else:
+                log.info("no QA file at ingest.qa.path=%s", qa_path)
+    finally:
+        store.close()
+    print_summary(console, report, qa_report)
+    return IngestResult(report, qa_report)
+
+
+def print_summary(console: Console, report: SyncReport, qa: QAReport | None) -> None:
+    table = Table(title="promptly ingest")
+    for col in ("added", "updated", "unchanged", "deleted", "failed", "chunks written", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(str(report.added), str(report.updated), str(report.unchanged), str(report.deleted),
+                  str(len(report.failed)), str(report.chunks_written), f"{report.seconds:.2f}")
+    console.print(table)
+    if qa is not None:
+        console.print(f"QA pairs: {qa.loaded} stored, {qa.linked} linked to gold chunks, {len(qa.failed)} failed")
+    failures = report.failed + (qa.failed if qa else [])
+    if failures:
+        errors = Table(title="skipped", title_style="bold red")
+        errors.add_column("document")
+        errors.add_column("reason")
+        for f in failures:
+            errors.add_row(f.path, f.reason)
+        console.print(errors)
+
+
+@hydra_entry("ingest")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    if not result.ok:
+        raise SystemExit(1)

@@ -1,0 +1,195 @@
+"""Find source files, load them as normalised Documents, and report the ones that cannot be read."""
+
+from __future__ import annotations
+
+import glob
+import json
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptly.records import Document, sha256_hex
+
+SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".jsonl")
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A file (or a line of a .jsonl) that was skipped, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class SourceConfig:
+    """Where documents come from."""
+
+    path: str
+    """A folder (searched recursively) or a glob such as `docs/**/*.md`."""
+    name: str = "default"
+    """Source name stored with each document; `cleanup=incremental` only deletes within it."""
+    suffixes: list[str] = field(default_factory=lambda: list(SUPPORTED_SUFFIXES))
+    """File types to load; anything else is ignored."""
+    max_bytes: int = 5_000_000
+    """Files larger than this are reported as oversized and skipped."""
+    exclude: list[str] = field(default_factory=list)
+    """Glob patterns (relative to the root) to leave out, e.g. the QA file beside the corpus."""
+
+
+def discover(source: SourceConfig) -> tuple[Path, list[Path]]:
+    """The root that ids are relative to, and the matching files in a stable order."""
+    path = Path(source.path).expanduser()
+    if path.is_dir():
+        root = path
+        candidates = [p for p in path.rglob("*") if p.is_file()]
+    elif any(ch in source.path for ch in "*?["):
+        root = Path(_glob_root(source.path))
+        candidates = [Path(p) for p in glob.glob(source.path, recursive=True) if Path(p).is_file()]
+    elif path.is_file():
+        root, candidates = path.parent, [path]
+    else:
+        raise FileNotFoundError(f"ingest.source.path={source.path} is neither a folder, a file nor a glob")
+    suffixes = {s.lower() for s in source.suffixes}
+    files = [
+        p for p in candidates
+        if p.suffix.lower() in suffixes
+        and not any(p.relative_to(root).match(pattern) for pattern in source.exclude)
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return root, sorted(files)
+
+
+def _glob_root(pattern: str) -> str:
+    parts = Path(pattern).parts
+    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if any(c in p for c in "*?["))]]
+    return str(Path(*fixed)) if fixed else "."
+
+
+def load_source(source: SourceConfig, fingerprint: str) -> Iterator[Document | LoadFailure]:
+    """Every document of the source, or a LoadFailure in its place."""
+    root, files = discover(source)
+    for path in files:
+        yield from load_file(path, root, source, fingerprint)
+
+
+def load_file(path: Path, root: Path, source: SourceConfig, fingerprint: str) -> Iterator[Document | LoadFailure]:
+    rel = path.relative_to(root).as_posix()
+    try:
+        size = path.stat().st_size
+        if size > source.max_bytes:
+            yield LoadFailure(rel, f"oversized: {size} bytes > ingest.source.max_bytes={source.max_bytes}")
+            return
+        raw = path.read_bytes()
+    except OSError as err:
+        yield LoadFailure(rel, f"unreadable: {err.strerror or err}")
+        return
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _load_jsonl(raw, rel, path, source, fingerprint)
+        return
+    try:
+        title, text, metadata = _extract(raw, suffix, path)
+    except DocumentError as err:
+        yield LoadFailure(rel, str(err))
+        return
+    yield make_document(rel, text, title, source.name, path.resolve().as_uri(), metadata, fingerprint)
+
+
+class DocumentError(ValueError):
+    """A file's content cannot be turned into text."""
+
+
+def _decode(raw: bytes) -> str:
+    if b"\x00" in raw[:8192]:
+        raise DocumentError("binary content (NUL bytes) in a text file")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DocumentError(f"not valid UTF-8 (byte {err.start}): re-save the file as UTF-8") from None
+
+
+def _extract(raw: bytes, suffix: str, path: Path) -> tuple[str, str, dict[str, Any]]:
+    if suffix == ".pdf":
+        from promptly.ingest.formats import pdf_to_text
+
+        title, text = pdf_to_text(raw)
+        title = title or path.stem
+        fmt = "pdf"
+    elif suffix in (".html", ".htm"):
+        from promptly.ingest.formats import html_to_markdown
+
+        title, text = html_to_markdown(_decode(raw))
+        title = title or path.stem
+        fmt = "html"
+    else:
+        text = _decode(raw)
+        fmt = "markdown" if suffix in (".md", ".markdown") else "text"
+        title = _markdown_title(text) if fmt == "markdown" else ""
+        title = title or path.stem.replace("-", " ").replace("_", " ")
+    text = normalise(text)
+    if not text:
+        raise DocumentError("empty: no text after normalisation")
+    return title, text, {"format": fmt}
+
+
+def _load_jsonl(raw: bytes, rel: str, path: Path, source: SourceConfig, fingerprint: str
+                ) -> Iterator[Document | LoadFailure]:
+    try:
+        lines = _decode(raw).splitlines()
+    except DocumentError as err:
+        yield LoadFailure(rel, str(err))
+        return
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{rel}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield LoadFailure(where, f"invalid JSON: {err.msg}")
+            continue
+        if not isinstance(record, dict) or not record.get("id") or not isinstance(record.get("text"), str):
+            yield LoadFailure(where, "a record needs a non-empty `id` and a string `text`")
+            continue
+        text = normalise(record["text"])
+        if not text:
+            yield LoadFailure(where, "empty: no text after normalisation")
+            continue
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            yield LoadFailure(where, "`metadata` must be an object")
+            continue
+        title = str(record.get("title") or record["id"])
+        yield make_document(str(record["id"]), text, title, source.name, f"{path.resolve().as_uri()}#L{lineno}",
+                            {"format": "jsonl", **metadata}, fingerprint)
+
+
+def make_document(doc_id: str, text: str, title: str, source: str, uri: str, metadata: dict[str, Any],
+                  fingerprint: str) -> Document:
+    """A Document whose hash covers its text, title, metadata and the ingest settings that shape its chunks."""
+    material = "\x1f".join([fingerprint, title, json.dumps(metadata, sort_keys=True), text])
+    return Document(id=doc_id, text=text, title=title, source=source, uri=uri,
+                    content_hash=sha256_hex(material), metadata=metadata)
+
+
+def normalise(text: str) -> str:
+    """NFC, Unix newlines, no trailing spaces, at most two blank lines in a row."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    lines = [line.rstrip() for line in text.split("\n")]
+    out: list[str] = []
+    blank = 0
+    for line in lines:
+        blank = blank + 1 if not line else 0
+        if blank <= 2:
+            out.append(line)
+    return "\n".join(out).strip()
+
+
+def _markdown_title(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return ""

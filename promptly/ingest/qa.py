@@ -1,0 +1,112 @@
+"""Question/answer pairs from a .jsonl beside the corpus: split by document, linked to gold chunks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promptly.ingest.documents import LoadFailure
+from promptly.ingest.embedding import Embedder
+from promptly.records import QAPair, Split, sha256_hex
+from promptly.store.base import ChunkStore
+
+
+@dataclass
+class SplitConfig:
+    """How documents are assigned to splits: by a seeded hash of the document id, never per pair."""
+
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6 or min(self.train, self.validation, self.test) < 0:
+            raise ValueError(f"ingest.qa.split ratios must be non-negative and sum to 1, got {total}")
+
+
+def split_for_document(document_id: str, cfg: SplitConfig) -> Split:
+    """A document's split: stable across runs and unaffected by other documents being added."""
+    u = int(sha256_hex(f"{cfg.seed}:{document_id}")[:12], 16) / 16**12
+    if u < cfg.train:
+        return "train"
+    if u < cfg.train + cfg.validation:
+        return "validation"
+    return "test"
+
+
+@dataclass
+class QAReport:
+    loaded: int = 0
+    linked: int = 0
+    failed: list[LoadFailure] = field(default_factory=list)
+
+
+def read_qa_file(path: Path, split: SplitConfig) -> tuple[list[QAPair], list[LoadFailure]]:
+    """Parse the QA .jsonl (question, answer, document_id per line)."""
+    pairs, failures = [], []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            failures.append(LoadFailure(where, f"invalid JSON: {err.msg}"))
+            continue
+        missing = [k for k in ("question", "answer", "document_id") if not str(row.get(k) or "").strip()]
+        if missing:
+            failures.append(LoadFailure(where, f"missing {', '.join(missing)}"))
+            continue
+        doc_id = str(row["document_id"])
+        pairs.append(QAPair(question=row["question"].strip(), answer=row["answer"].strip(), document_id=doc_id,
+                            split=split_for_document(doc_id, split)).with_id())
+    return pairs, failures
+
+
+def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: SplitConfig) -> QAReport:
+    """Store the file's pairs, each linked to the chunk of its document that best matches its answer.
+
+    Links are recomputed only where the stored ones no longer exist (the document was re-chunked),
+    so re-ingesting an unchanged corpus embeds nothing.
+    """
+    report = QAReport()
+    pairs, report.failed = read_qa_file(path, split)
+    known_docs = set(store.document_hashes())
+    stored = {p.id: p.chunk_ids for p in store.iter_qa_pairs()}
+    alive = store.existing_chunk_ids(sorted({c for ids in stored.values() for c in ids}))
+    ready: list[QAPair] = []
+    to_link: list[QAPair] = []
+    for pair in pairs:
+        if pair.document_id not in known_docs:
+            report.failed.append(LoadFailure(f"qa {pair.question[:40]!r}",
+                                             f"document {pair.document_id!r} is not in the store"))
+            continue
+        previous = stored.get(pair.id, ())
+        if previous and all(c in alive for c in previous):
+            ready.append(_with_chunks(pair, previous))
+        else:
+            to_link.append(pair)
+    ready.extend(_link_gold_chunks(to_link, store, embedder))
+    report.linked = len(to_link)
+    report.loaded = store.upsert_qa_pairs(ready)
+    return report
+
+
+def _link_gold_chunks(pairs: Sequence[QAPair], store: ChunkStore, embedder: Embedder) -> list[QAPair]:
+    if not pairs:
+        return []
+    vectors = embedder.embed_queries([p.answer for p in pairs])
+    out = []
+    for pair, vector in zip(pairs, vectors, strict=True):
+        hits = store.search(vector, pair.answer, k=1, filter={"document_id": pair.document_id}, mode="hybrid")
+        out.append(_with_chunks(pair, tuple(h.chunk_id for h in hits)))
+    return out
+
+
+def _with_chunks(pair: QAPair, chunk_ids: tuple[str, ...]) -> QAPair:
+    return QAPair(question=pair.question, answer=pair.answer, document_id=pair.document_id,
+                  split=pair.split, chunk_ids=chunk_ids, id=pair.id)

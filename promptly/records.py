@@ -1,0 +1,101 @@
+"""Plain records passed between stages: every arrow in the pipeline carries one of these."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Split = Literal["train", "validation", "test"]
+SearchMode = Literal["vector", "text", "hybrid"]
+
+# A fixed namespace so that chunk ids are reproducible from (document, ordinal, content).
+_CHUNK_NAMESPACE = uuid.UUID("6f1c7a52-1d0e-4d7e-9a51-0c9d2b7f4a10")
+
+
+def sha256_hex(text: str) -> str:
+    """Hex SHA-256 of UTF-8 text; the one hash used for documents and pipeline fingerprints."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Document:
+    """A source document after loading and normalisation, before chunking."""
+
+    id: str
+    text: str
+    title: str
+    source: str
+    uri: str
+    content_hash: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A token-bounded piece of a document, with its embedding once embedded."""
+
+    document_id: str
+    ordinal: int
+    content: str
+    token_count: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding: tuple[float, ...] | None = None
+
+    @property
+    def id(self) -> str:
+        """Deterministic UUID: the same text at the same place always gets the same id."""
+        key = f"{self.document_id}\x00{self.ordinal}\x00{sha256_hex(self.content)}"
+        return str(uuid.uuid5(_CHUNK_NAMESPACE, key))
+
+
+@dataclass(frozen=True)
+class QAPair:
+    """A supervised question/answer example grounded in one document."""
+
+    question: str
+    answer: str
+    document_id: str
+    split: Split
+    chunk_ids: tuple[str, ...] = ()
+    id: str = ""
+
+    def with_id(self) -> QAPair:
+        """The pair with a stable id derived from its document and question."""
+        if self.id:
+            return self
+        key = f"{self.document_id}\x00{self.question.strip().lower()}"
+        return QAPair(
+            question=self.question,
+            answer=self.answer,
+            document_id=self.document_id,
+            split=self.split,
+            chunk_ids=self.chunk_ids,
+            id=str(uuid.uuid5(_CHUNK_NAMESPACE, key)),
+        )
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A chunk returned by retrieval, with the score the search mode ranked it by."""
+
+    chunk_id: str
+    document_id: str
+    ordinal: int
+    content: str
+    metadata: dict[str, Any]
+    score: float
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """What `promptly db status` prints."""
+
+    backend: str
+    applied_migrations: tuple[str, ...]
+    pending_migrations: tuple[str, ...]
+    embedding_dim: int | None
+    documents: int
+    chunks: int
+    qa_pairs: int

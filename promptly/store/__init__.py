@@ -1,0 +1,1 @@
+"""Stores for documents, chunks and QA pairs; see base.ChunkStore."""

@@ -1,0 +1,93 @@
+"""The ChunkStore protocol every backend implements, and the errors they raise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
+
+
+class StoreError(RuntimeError):
+    """A store problem a user can act on; the message names the setting, never a secret."""
+
+
+class StoreConnectionError(StoreError):
+    """The store could not be reached or refused the credentials."""
+
+
+class SchemaMismatchError(StoreError):
+    """The store's schema is missing, or was built for another embedding dimension."""
+
+
+@runtime_checkable
+class ChunkStore(Protocol):
+    """Where documents, their embedded chunks and QA pairs live; one protocol for every backend."""
+
+    backend: str
+    embedding_dim: int
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the versions applied now."""
+        ...
+
+    def status(self) -> StoreStatus:
+        """Applied migrations and row counts."""
+        ...
+
+    def document_hashes(self, source: str | None = None) -> dict[str, str]:
+        """Content hash of every stored document (of one source, if given), by id."""
+        ...
+
+    def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:
+        """Replace a document and all its chunks atomically; return the number of chunks written."""
+        ...
+
+    def delete_documents(self, document_ids: Iterable[str]) -> int:
+        """Delete documents (their chunks and QA pairs cascade); return how many existed."""
+        ...
+
+    def iter_chunks(
+        self, document_ids: Sequence[str] | None = None, batch_size: int = 500
+    ) -> Iterator[Chunk]:
+        """Stream chunks (ordered by document and ordinal) without loading them all at once."""
+        ...
+
+    def upsert_qa_pairs(self, pairs: Sequence[QAPair]) -> int:
+        """Insert or update QA pairs by id; return how many were written."""
+        ...
+
+    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500) -> Iterator[QAPair]:
+        """Stream QA pairs, optionally of one split."""
+        ...
+
+    def existing_chunk_ids(self, chunk_ids: Sequence[str]) -> set[str]:
+        """The subset of the given chunk ids that are still stored."""
+        ...
+
+    def search(
+        self,
+        query_embedding: Sequence[float],
+        query_text: str = "",
+        k: int = 5,
+        filter: dict[str, Any] | None = None,
+        mode: SearchMode = "hybrid",
+        full_text_weight: float = 1.0,
+        semantic_weight: float = 1.0,
+    ) -> list[SearchHit]:
+        """Top-k chunks through the `match_chunks` SQL function."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (and stop an embedded server this store started)."""
+        ...
+
+
+def check_dimension(stored: int | None, configured: int, where: str) -> None:
+    """Refuse a store whose vectors have another dimension than the configured embedder's."""
+    if stored is not None and stored > 0 and stored != configured:
+        raise SchemaMismatchError(
+            f"{where} stores vector({stored}) embeddings but the configured embedder produces "
+            f"{configured} dimensions. Use the embedder the store was built with, or point "
+            "`store` at a new database (the schema cannot hold two dimensions)."
+        )

@@ -1,0 +1,49 @@
+"""`promptly db migrate | status | sql`: the store's schema and what it holds."""
+
+from __future__ import annotations
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from promptly.hydra_entry import hydra_entry
+from promptly.records import StoreStatus
+from promptly.store.base import ChunkStore
+from promptly.store.migrations import render_schema_sql
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> StoreStatus | str:
+    console = console or Console()
+    if cfg.action == "sql":  # print the schema for Supabase's SQL editor; touches no database
+        sql = render_schema_sql(int(cfg.embedder.dimension))
+        print(sql)
+        return sql
+    store: ChunkStore = instantiate(cfg.store)
+    try:
+        if cfg.action == "migrate":
+            applied = store.migrate()
+            console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+        elif cfg.action != "status":
+            raise ValueError(f"action must be migrate, status or sql, got {cfg.action!r}")
+        status = store.status()
+    finally:
+        store.close()
+    print_status(console, status)
+    return status
+
+
+def print_status(console: Console, status: StoreStatus) -> None:
+    table = Table(title=f"promptly store ({status.backend})", show_header=False)
+    table.add_row("applied migrations", ", ".join(status.applied_migrations) or "none")
+    table.add_row("pending migrations", ", ".join(status.pending_migrations) or "none")
+    table.add_row("embedding dimension", str(status.embedding_dim or "-"))
+    table.add_row("documents", str(status.documents))
+    table.add_row("chunks", str(status.chunks))
+    table.add_row("qa pairs", str(status.qa_pairs))
+    console.print(table)
+
+
+@hydra_entry("db")
+def main(cfg: DictConfig) -> None:
+    run(cfg)

@@ -1,0 +1,291 @@
+"""ChunkStore on any Postgres URL with pgvector: embedded, local, or Supabase's connection string."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import Jsonb
+
+from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
+from promptly.store.base import SchemaMismatchError, StoreConnectionError, check_dimension
+from promptly.store.migrations import load_migrations
+
+_MIGRATION_LOCK = 7_412_033  # pg_advisory_xact_lock key: one migrator at a time
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password removed, safe for messages and logs."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable Postgres URL>"
+    params.pop("password", None)
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+class PostgresStore:
+    """psycopg 3 + pgvector. Connects lazily, so building one from config touches nothing."""
+
+    backend = "postgres"
+
+    def __init__(
+        self, url: str, embedding_dim: int, connect_timeout: int = 10, setting_name: str = "store.url"
+    ) -> None:
+        if not url:
+            raise StoreConnectionError(f"{setting_name} is empty: set it to a Postgres connection URL")
+        self._url = url
+        self.embedding_dim = embedding_dim
+        self._connect_timeout = connect_timeout
+        self._setting_name = setting_name
+        self._conn: psycopg.Connection[Any] | None = None
+        self._vector_registered = False
+
+    # -- connection ---------------------------------------------------------------------------
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self._url, connect_timeout=self._connect_timeout)
+            except psycopg.Error as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                password = conninfo_to_dict(self._url).get("password") if "=" in self._url or "://" in self._url else None
+                if password:
+                    reason = reason.replace(str(password), "***")
+                raise StoreConnectionError(
+                    f"cannot connect to Postgres at {self._setting_name}={redact_url(self._url)}: {reason}"
+                ) from None
+            self._vector_registered = False
+            self._register_vector()
+        return self._conn
+
+    def _register_vector(self) -> None:
+        assert self._conn is not None
+        if self._vector_registered:
+            return
+        has_vector = self._conn.execute("select 1 from pg_type where typname = 'vector'").fetchone()
+        self._conn.commit()
+        if has_vector:
+            register_vector(self._conn)
+            self._vector_registered = True
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -------------------------------------------------------------------------------
+    def _applied(self) -> list[str]:
+        exists = self.conn.execute("select to_regclass('public.promptly_migrations')").fetchone()
+        if not exists or exists[0] is None:
+            self.conn.commit()
+            return []
+        rows = self.conn.execute("select version from promptly_migrations order by version").fetchall()
+        self.conn.commit()
+        return [r[0] for r in rows]
+
+    def stored_dimension(self) -> int | None:
+        """The vector dimension of the chunks table, or None before the first migration."""
+        row = self.conn.execute(
+            "select atttypmod from pg_attribute where attrelid = to_regclass('public.chunks') "
+            "and attname = 'embedding'"
+        ).fetchone()
+        self.conn.commit()
+        return int(row[0]) if row else None
+
+    def migrate(self) -> list[str]:
+        check_dimension(self.stored_dimension(), self.embedding_dim, self._where())
+        applied_now = []
+        with self.conn.transaction():
+            self.conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            self.conn.execute(
+                "create table if not exists promptly_migrations ("
+                " version text primary key, name text not null,"
+                " applied_at timestamptz not null default now())"
+            )
+            done = {r[0] for r in self.conn.execute("select version from promptly_migrations")}
+            for migration in load_migrations(self.embedding_dim):
+                if migration.version in done:
+                    continue
+                self.conn.execute(migration.sql.encode())  # type: ignore[call-overload]
+                self.conn.execute(
+                    "insert into promptly_migrations (version, name) values (%s, %s)",
+                    (migration.version, migration.name),
+                )
+                applied_now.append(f"{migration.version}_{migration.name}")
+        self._vector_registered = False
+        self._register_vector()
+        return applied_now
+
+    def ensure_schema(self) -> None:
+        """Fail with a clear message unless every migration is applied for this dimension."""
+        pending = self._pending()
+        if pending:
+            raise SchemaMismatchError(
+                f"{self._where()} is missing migrations {', '.join(pending)}: run `promptly db migrate`"
+            )
+        check_dimension(self.stored_dimension(), self.embedding_dim, self._where())
+
+    def _pending(self) -> list[str]:
+        applied = set(self._applied())
+        return [f"{m.version}_{m.name}" for m in load_migrations(self.embedding_dim) if m.version not in applied]
+
+    def _where(self) -> str:
+        return f"the Postgres store at {self._setting_name}={redact_url(self._url)}"
+
+    def status(self) -> StoreStatus:
+        applied = tuple(self._applied())
+        counts = {"documents": 0, "chunks": 0, "qa_pairs": 0}
+        if applied:
+            for table in counts:
+                row = self.conn.execute(f"select count(*) from {table}").fetchone()
+                counts[table] = int(row[0]) if row else 0
+            self.conn.commit()
+        return StoreStatus(
+            backend=self.backend,
+            applied_migrations=applied,
+            pending_migrations=tuple(self._pending()),
+            embedding_dim=self.stored_dimension(),
+            **counts,
+        )
+
+    # -- documents and chunks -----------------------------------------------------------------
+    def document_hashes(self, source: str | None = None) -> dict[str, str]:
+        if source is None:
+            rows = self.conn.execute("select id, content_hash from documents").fetchall()
+        else:
+            rows = self.conn.execute(
+                "select id, content_hash from documents where source = %s", (source,)
+            ).fetchall()
+        self.conn.commit()
+        return {r[0]: r[1] for r in rows}
+
+    def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute(
+                "insert into documents (id, source, uri, title, content_hash, metadata, ingested_at)"
+                " values (%s, %s, %s, %s, %s, %s, now())"
+                " on conflict (id) do update set source = excluded.source, uri = excluded.uri,"
+                " title = excluded.title, content_hash = excluded.content_hash,"
+                " metadata = excluded.metadata, ingested_at = now()",
+                (document.id, document.source, document.uri, document.title,
+                 document.content_hash, Jsonb(document.metadata)),
+            )
+            cur.execute("delete from chunks where document_id = %s", (document.id,))
+            cur.executemany(
+                "insert into chunks (id, document_id, ordinal, content, token_count, metadata, embedding)"
+                " values (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (c.id, document.id, c.ordinal, c.content, c.token_count, Jsonb(c.metadata),
+                     np.asarray(_require_embedding(c), dtype=np.float32))
+                    for c in chunks
+                ],
+            )
+        return len(chunks)
+
+    def delete_documents(self, document_ids: Iterable[str]) -> int:
+        ids = list(document_ids)
+        if not ids:
+            return 0
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                "delete from documents where id = any(%s) returning id", (ids,)
+            ).fetchall()
+        return len(rows)
+
+    def iter_chunks(
+        self, document_ids: Sequence[str] | None = None, batch_size: int = 500
+    ) -> Iterator[Chunk]:
+        where, params = ("where document_id = any(%s)", (list(document_ids),)) if document_ids else ("", ())
+        with self.conn.transaction(), self.conn.cursor(name="promptly_iter_chunks") as cur:
+            cur.itersize = batch_size
+            cur.execute(
+                "select document_id, ordinal, content, token_count, metadata, embedding from chunks "
+                f"{where} order by document_id, ordinal",
+                params,
+            )
+            for doc_id, ordinal, content, tokens, metadata, embedding in cur:
+                yield Chunk(
+                    document_id=doc_id, ordinal=ordinal, content=content, token_count=tokens,
+                    metadata=metadata, embedding=_as_tuple(embedding),
+                )
+
+    def existing_chunk_ids(self, chunk_ids: Sequence[str]) -> set[str]:
+        if not chunk_ids:
+            return set()
+        rows = self.conn.execute(
+            "select id::text from chunks where id = any(%s::uuid[])", (list(chunk_ids),)
+        ).fetchall()
+        self.conn.commit()
+        return {r[0] for r in rows}
+
+    # -- QA pairs -----------------------------------------------------------------------------
+    def upsert_qa_pairs(self, pairs: Sequence[QAPair]) -> int:
+        if not pairs:
+            return 0
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "insert into qa_pairs (id, question, answer, document_id, chunk_ids, split)"
+                " values (%s, %s, %s, %s, %s::uuid[], %s)"
+                " on conflict (id) do update set question = excluded.question, answer = excluded.answer,"
+                " document_id = excluded.document_id, chunk_ids = excluded.chunk_ids, split = excluded.split",
+                [(p.with_id().id, p.question, p.answer, p.document_id, list(p.chunk_ids), p.split) for p in pairs],
+            )
+        return len(pairs)
+
+    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500) -> Iterator[QAPair]:
+        where, params = ("where split = %s", (split,)) if split else ("", ())
+        with self.conn.transaction(), self.conn.cursor(name="promptly_iter_qa") as cur:
+            cur.itersize = batch_size
+            cur.execute(
+                "select id::text, question, answer, document_id, chunk_ids::text[], split from qa_pairs "
+                f"{where} order by document_id, id",
+                params,
+            )
+            for qa_id, question, answer, doc_id, chunk_ids, qa_split in cur:
+                yield QAPair(question=question, answer=answer, document_id=doc_id, split=qa_split,
+                             chunk_ids=tuple(chunk_ids or ()), id=qa_id)
+
+    # -- search -------------------------------------------------------------------------------
+    def search(
+        self,
+        query_embedding: Sequence[float],
+        query_text: str = "",
+        k: int = 5,
+        filter: dict[str, Any] | None = None,
+        mode: SearchMode = "hybrid",
+        full_text_weight: float = 1.0,
+        semantic_weight: float = 1.0,
+    ) -> list[SearchHit]:
+        rows = self.conn.execute(
+            "select id::text, document_id, ordinal, content, metadata, score from match_chunks("
+            "%s::vector, %s, %s, %s::jsonb, %s, %s, %s)",
+            (np.asarray(query_embedding, dtype=np.float32), query_text, k, json.dumps(filter or {}),
+             mode, full_text_weight, semantic_weight),
+        ).fetchall()
+        self.conn.commit()
+        return [SearchHit(chunk_id=r[0], document_id=r[1], ordinal=r[2], content=r[3],
+                          metadata=r[4], score=float(r[5])) for r in rows]
+
+
+def _require_embedding(chunk: Chunk) -> tuple[float, ...]:
+    if chunk.embedding is None:
+        raise ValueError(f"chunk {chunk.ordinal} of {chunk.document_id!r} has no embedding")
+    return chunk.embedding
+
+
+def _as_tuple(embedding: Any) -> tuple[float, ...]:
+    """pgvector hands back numpy arrays or its Vector class depending on the cursor's format."""
+    values = embedding.to_list() if hasattr(embedding, "to_list") else embedding
+    return tuple(float(x) for x in values)

@@ -1,0 +1,166 @@
+"""Shared fixtures: a session-scoped real embedded Postgres, and a fresh database per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from promptly.store.embedded import EmbeddedPostgresStore
+from promptly.store.postgres import PostgresStore
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DOCS = REPO_ROOT / "sample_data" / "docs"
+SAMPLE_QA = REPO_ROOT / "sample_data" / "qa.jsonl"
+DIM = 384
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgresStore]:
+    """One embedded PostgreSQL + pgvector for the whole session."""
+    store = EmbeddedPostgresStore(tmp_path_factory.mktemp("pg") / "data", embedding_dim=DIM)
+    store.start()
+    yield store
+    store.close()
+
+
+def _database_url(server_url: str, dbname: str) -> str:
+    params = conninfo_to_dict(server_url)
+    params["dbname"] = dbname
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+@pytest.fixture
+def pg_url(pg_server: EmbeddedPostgresStore) -> Iterator[str]:
+    """A URL to a brand-new, empty database on the session server (dropped afterwards)."""
+    admin_url = pg_server.start()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    yield _database_url(admin_url, name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    """A migrated PostgresStore on a fresh database."""
+    store = PostgresStore(pg_url, embedding_dim=DIM)
+    store.migrate()
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def _embedded_store_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgresStore]:
+    store = EmbeddedPostgresStore(tmp_path_factory.mktemp("embedded") / "pgdata", embedding_dim=DIM)
+    store.migrate()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def embedded_contract_store(_embedded_store_session: EmbeddedPostgresStore) -> EmbeddedPostgresStore:
+    """The embedded backend itself (its own data dir), emptied before each test."""
+    store = _embedded_store_session
+    with store.conn.transaction():
+        store.conn.execute("truncate documents, chunks, qa_pairs, model_versions cascade")
+    return store
+
+
+# -- Supabase over REST: a local PostgREST stand-in (tests/cloud/postgrest_server.py) on a fresh database --
+from promptly.store.supabase import SupabaseStore  # noqa: E402
+from tests.cloud.postgrest_server import PostgrestServer, prepare_supabase_database  # noqa: E402
+
+
+@pytest.fixture
+def supabase_rest(pg_url: str) -> Iterator[PostgrestServer]:
+    """PostgREST routes over a database set up like a new Supabase project: API roles, no schema yet."""
+    prepare_supabase_database(pg_url)
+    with PostgrestServer(pg_url) as server:
+        yield server
+
+
+@pytest.fixture
+def supabase_contract_store(pg_url: str, supabase_rest: PostgrestServer) -> Iterator[SupabaseStore]:
+    """Schema applied through the Postgres connection string (as users do), then used over REST."""
+    with PostgresStore(pg_url, embedding_dim=DIM) as pg:
+        pg.migrate()
+    store = SupabaseStore(supabase_rest.url, supabase_rest.service_key, embedding_dim=DIM)
+    yield store
+    store.close()
+
+
+def compose(config_name: str, overrides: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """Compose an entry config from configs/ with overrides, as the CLI would (no run dir)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from promptly.hydra_entry import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+
+
+def resolved(cfg):  # type: ignore[no-untyped-def]
+    """Resolve a composed config outside a Hydra run (fills hydra:runtime.* for the paths group)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(Path.cwd())
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+    HydraConfig.instance().set_config(cfg)
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(out):
+        del out["hydra"]
+    return out
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    """The packaged all-MiniLM-L6-v2, loaded once per session."""
+    from promptly.ingest.embedding import Embedder
+
+    e = Embedder()
+    _ = e.model
+    return e
+
+
+@pytest.fixture(scope="session")
+def ingested_url(pg_server: EmbeddedPostgresStore, embedder) -> str:  # type: ignore[no-untyped-def]
+    """A database holding the whole sample corpus and its QA pairs (ingested once per session).
+
+    Tests must only read from it; tests that write use `pg_url` for a database of their own.
+    """
+    from promptly.ingest.chunking import TokenChunker
+    from promptly.ingest.documents import SourceConfig, load_source
+    from promptly.ingest.qa import SplitConfig, load_qa_pairs
+    from promptly.ingest.sync import sync_documents
+
+    admin_url = pg_server.start()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute('create database "sample_corpus"')
+    url = _database_url(admin_url, "sample_corpus")
+    store = PostgresStore(url, embedding_dim=DIM)
+    store.migrate()
+    chunker = TokenChunker(chunk_tokens=200, overlap_tokens=32)
+    report = sync_documents(load_source(SourceConfig(path=str(SAMPLE_DOCS)), chunker.fingerprint()),
+                            store, chunker, embedder)
+    assert report.ok, report.failed
+    qa = load_qa_pairs(SAMPLE_QA, store, embedder, SplitConfig())
+    assert not qa.failed, qa.failed
+    store.close()
+    return url
+
+
+@pytest.fixture
+def ingested_store(ingested_url: str) -> Iterator[PostgresStore]:
+    """A read-only view of the ingested sample corpus."""
+    store = PostgresStore(ingested_url, embedding_dim=DIM)
+    yield store
+    store.close()

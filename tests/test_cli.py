@@ -1,0 +1,96 @@
+"""The `promptly` command as a user runs it: verbs, Hydra overrides, exit codes, messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promptly.cli import VERBS, main
+from promptly.store.base import StoreConnectionError
+from promptly.store.postgres import PostgresStore
+
+PROMPTLY = [sys.executable, "-m", "promptly.cli"]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROMPTLY_HOME": str(cwd), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([*PROMPTLY, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for verb in VERBS:
+        assert verb in out
+
+
+def test_unknown_verb_and_action_fail_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingets"])
+    assert exit_info.value.code == 2
+    assert "unknown verb 'ingets'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["db", "migrat"])
+    assert "migrate, status, sql" in capsys.readouterr().err
+
+
+def test_db_sql_prints_the_schema_for_the_configured_dimension(tmp_path: Path) -> None:
+    result = run_cli("db", "sql", "embedder.dimension=768", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "vector(768)" in result.stdout and "create or replace function match_chunks" in result.stdout
+    assert not (tmp_path / ".promptly").exists()  # printing SQL starts no database
+
+
+def test_wrong_store_option_lists_the_valid_ones(tmp_path: Path) -> None:
+    result = run_cli("db", "status", "store=mysql", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'store/mysql'" in result.stderr
+    for option in ("embedded", "postgres", "supabase"):
+        assert option in result.stderr
+
+
+def test_bad_database_url_names_the_setting_not_the_password() -> None:
+    store = PostgresStore("postgresql://promptly:hunter2-secret@127.0.0.1:1/promptly", embedding_dim=384,
+                          connect_timeout=2)
+    with pytest.raises(StoreConnectionError) as err:
+        store.status()
+    message = str(err.value)
+    assert "store.url=" in message and "127.0.0.1" in message
+    assert "hunter2-secret" not in message
+
+
+def test_empty_database_url_is_refused() -> None:
+    with pytest.raises(StoreConnectionError, match="store.url is empty"):
+        PostgresStore("", embedding_dim=384)
+
+
+@pytest.mark.slow
+def test_ingest_end_to_end_through_the_cli(tmp_path: Path) -> None:
+    """`promptly ingest` then `promptly db status` on the embedded default store."""
+    docs = tmp_path / "data" / "docs"
+    docs.mkdir(parents=True)
+    (docs / "proxy.md").write_text("# Proxy\n\nThe proxy listens on port 8080 and retries twice.")
+    (docs / "queue.txt").write_text("The queue keeps messages for 7 days unless retention is changed.")
+    (docs / "broken.md").write_bytes(b"\x00\x01binary")
+    (tmp_path / "data" / "qa.jsonl").write_text(
+        '{"question": "Which port does the proxy use?", "answer": "Port 8080.", "document_id": "proxy.md"}\n')
+    overrides = [f"paths.data_dir={tmp_path / 'data'}", "ingest.progress=false"]
+    first = run_cli("ingest", *overrides, cwd=tmp_path)
+    assert first.returncode == 1, first.stderr  # the broken file makes the command fail...
+    assert "broken.md" in first.stderr and "binary" in first.stderr
+    status = run_cli("db", "status", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    table = {line.split("│")[1].strip(): line.split("│")[2].strip()
+             for line in status.stdout.splitlines() if line.count("│") == 3}
+    assert (table["documents"], table["qa pairs"]) == ("2", "1")  # ...but everything else is stored
+    (docs / "broken.md").unlink()
+    again = run_cli("ingest", *overrides, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "│     0 │       0 │         2 │" in again.stderr  # added, updated, unchanged
+    assert (tmp_path / "logs" / "ingest" / "runs").is_dir()

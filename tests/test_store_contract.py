@@ -1,0 +1,143 @@
+"""One contract, every backend: the embedded server, a Postgres URL, and Supabase over REST."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from promptly.records import Chunk, Document, QAPair, sha256_hex
+from promptly.store.base import ChunkStore, SchemaMismatchError
+from promptly.store.postgres import PostgresStore
+
+from .conftest import DIM
+
+BACKENDS = ["postgres", "embedded", "supabase"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> Iterator[ChunkStore]:
+    yield request.getfixturevalue(f"{request.param}_contract_store")
+
+
+@pytest.fixture
+def postgres_contract_store(pg_store: PostgresStore) -> PostgresStore:
+    return pg_store
+
+
+def unit(i: int) -> tuple[float, ...]:
+    """A unit vector along axis i: cosine similarity 1 with itself and 0 with every other axis."""
+    v = np.zeros(DIM, dtype=np.float32)
+    v[i % DIM] = 1.0
+    return tuple(float(x) for x in v)
+
+
+def make_doc(doc_id: str, texts: list[str], axis: int, tag: str = "a") -> tuple[Document, list[Chunk]]:
+    body = "\n\n".join(texts)
+    doc = Document(id=doc_id, text=body, title=doc_id.upper(), source="test", uri=f"file://{doc_id}",
+                   content_hash=sha256_hex(body), metadata={"tag": tag})
+    chunks = [
+        Chunk(document_id=doc_id, ordinal=i, content=t, token_count=len(t.split()),
+              metadata={"document_id": doc_id, "tag": tag, "ordinal": i}, embedding=unit(axis + i))
+        for i, t in enumerate(texts)
+    ]
+    return doc, chunks
+
+
+def test_migrations_apply_twice(store: ChunkStore) -> None:
+    assert store.migrate() == []  # already applied by the fixture: nothing left to do
+    status = store.status()
+    assert len(status.applied_migrations) >= 3 and status.pending_migrations == ()
+    assert status.embedding_dim == DIM
+
+
+def test_upsert_and_stream_chunks(store: ChunkStore) -> None:
+    doc, chunks = make_doc("guide.md", ["install with pip", "configure the port", "run the server"], 0)
+    assert store.upsert_document(doc, chunks) == 3
+    assert store.document_hashes() == {"guide.md": doc.content_hash}
+    got = list(store.iter_chunks())
+    assert [c.ordinal for c in got] == [0, 1, 2]
+    assert [c.content for c in got] == [c.content for c in chunks]
+    assert [c.id for c in got] == [c.id for c in chunks]
+    assert got[1].embedding is not None and np.argmax(got[1].embedding) == 1
+    assert got[0].metadata["tag"] == "a"
+    status = store.status()
+    assert (status.documents, status.chunks) == (1, 3)
+
+
+def test_upsert_replaces_all_chunks(store: ChunkStore) -> None:
+    store.upsert_document(*make_doc("a.md", ["one", "two", "three"], 0))
+    doc, chunks = make_doc("a.md", ["only one now"], 10)
+    store.upsert_document(doc, chunks)
+    assert [c.content for c in store.iter_chunks()] == ["only one now"]
+    assert store.document_hashes()["a.md"] == doc.content_hash
+
+
+def test_failed_upsert_leaves_previous_version(store: ChunkStore) -> None:
+    old_doc, old_chunks = make_doc("a.md", ["old text", "old tail"], 0)
+    store.upsert_document(old_doc, old_chunks)
+    new_doc, new_chunks = make_doc("a.md", ["new text", "new tail"], 5)
+    broken = [*new_chunks[:1], Chunk(document_id="a.md", ordinal=1, content="bad", token_count=1,
+                                     embedding=(1.0, 0.0))]  # wrong dimension: fails mid-document
+    with pytest.raises(Exception):  # noqa: B017 - each backend raises its own driver error
+        store.upsert_document(new_doc, broken)
+    assert [c.content for c in store.iter_chunks()] == ["old text", "old tail"]
+    assert store.document_hashes()["a.md"] == old_doc.content_hash
+
+
+def test_delete_cascades_to_chunks_and_qa(store: ChunkStore) -> None:
+    store.upsert_document(*make_doc("a.md", ["alpha"], 0))
+    store.upsert_document(*make_doc("b.md", ["beta"], 1))
+    store.upsert_qa_pairs([QAPair("what is a?", "alpha", "a.md", "train"),
+                           QAPair("what is b?", "beta", "b.md", "test")])
+    assert store.delete_documents(["a.md", "missing.md"]) == 1
+    assert set(store.document_hashes()) == {"b.md"}
+    assert [c.document_id for c in store.iter_chunks()] == ["b.md"]
+    assert [p.document_id for p in store.iter_qa_pairs()] == ["b.md"]
+
+
+def test_qa_pairs_roundtrip_and_split_filter(store: ChunkStore) -> None:
+    doc, chunks = make_doc("a.md", ["alpha", "beta"], 0)
+    store.upsert_document(doc, chunks)
+    pairs = [QAPair(f"question {i}?", f"answer {i}", "a.md", "train" if i < 3 else "test",
+                    chunk_ids=(chunks[i % 2].id,)) for i in range(5)]
+    assert store.upsert_qa_pairs(pairs) == 5
+    assert store.upsert_qa_pairs(pairs[:1]) == 1  # same id: updated, not duplicated
+    assert len(list(store.iter_qa_pairs())) == 5
+    test_pairs = list(store.iter_qa_pairs(split="test"))
+    assert sorted(p.question for p in test_pairs) == ["question 3?", "question 4?"]
+    assert test_pairs[0].chunk_ids[0] in {c.id for c in chunks}
+    assert store.existing_chunk_ids([chunks[0].id, "00000000-0000-0000-0000-000000000000"]) == {chunks[0].id}
+
+
+@pytest.mark.parametrize("mode", ["vector", "text", "hybrid"])
+def test_search_modes_rank_the_right_chunk_first(store: ChunkStore, mode: str) -> None:
+    store.upsert_document(*make_doc("net.md", ["the proxy listens on port 8080", "timeouts are set in seconds"], 0))
+    store.upsert_document(*make_doc("db.md", ["backups are compressed with zstd", "replicas follow the primary"], 2))
+    hits = store.search(unit(2), "how are backups compressed", k=3, mode=mode)  # type: ignore[arg-type]
+    assert hits, f"{mode} search returned nothing"
+    assert hits[0].content == "backups are compressed with zstd"
+    assert hits[0].document_id == "db.md"
+
+
+def test_search_filters_on_metadata(store: ChunkStore) -> None:
+    store.upsert_document(*make_doc("a.md", ["shared words here"], 0, tag="red"))
+    store.upsert_document(*make_doc("b.md", ["shared words here too"], 0, tag="blue"))
+    hits = store.search(unit(0), "shared words", k=5, filter={"tag": "blue"}, mode="hybrid")
+    assert [h.document_id for h in hits] == ["b.md"]
+
+
+def test_search_rejects_unknown_mode(store: ChunkStore) -> None:
+    store.upsert_document(*make_doc("a.md", ["alpha"], 0))
+    with pytest.raises(Exception, match="mode"):
+        store.search(unit(0), "alpha", mode="fuzzy")  # type: ignore[arg-type]
+
+
+def test_store_built_for_other_dimension_is_refused(pg_url: str, pg_store: PostgresStore) -> None:
+    other = PostgresStore(pg_url, embedding_dim=768)
+    with pytest.raises(SchemaMismatchError, match=r"vector\(384\).*768"):
+        other.migrate()
+    with pytest.raises(SchemaMismatchError, match="768"):
+        other.ensure_schema()
+    other.close()
