@@ -19,6 +19,8 @@ VERBS: dict[str, Verb] = {
     "ingest": Verb("promptly.ingest.command", "chunk, embed and store a document source (incremental)"),
     "db": Verb("promptly.store.command", "migrate | status | sql: the store's schema and contents",
                ("migrate", "status", "sql")),
+    "train": Verb("promptly.train", "fine-tune a model on the store's QA pairs or chunks (Lightning + Hydra)"),
+    "runs": Verb("promptly.runs", "list the runs of a folder or multirun with overrides and final metrics"),
 }
 
 USAGE = """usage: promptly <verb> [override ...] [-m] [--help]

@@ -66,7 +66,7 @@ def test_bad_database_url_names_the_setting_not_the_password() -> None:
 
 
 def test_empty_database_url_is_refused() -> None:
-    with pytest.raises(StoreConnectionError, match="store.url is empty"):
+    with pytest.raises(StoreConnectionError, match=r"store\.url is empty"):
         PostgresStore("", embedding_dim=384)
 
 

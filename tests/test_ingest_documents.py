@@ -130,5 +130,5 @@ def test_glob_source_and_exclude(tmp_path: Path) -> None:
 
 
 def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="ingest.source.path"):
+    with pytest.raises(FileNotFoundError, match=r"ingest\.source\.path"):
         discover(SourceConfig(path=str(tmp_path / "nope")))

@@ -55,7 +55,8 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(resolve_model_path(self.model_name), device=self.device)
-        actual = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else model.get_sentence_embedding_dimension()
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        actual = get_dim()
         if actual != self.dimension:
             raise ValueError(
                 f"embedder.dimension={self.dimension} but {self.model_name} produces {actual}-dimensional "

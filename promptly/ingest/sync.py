@@ -61,7 +61,7 @@ def sync_documents(
 
     def flush() -> None:
         texts = [c.content for _, chunks, _ in pending for c in chunks]
-        vectors = embedder.embed_documents(texts) if texts else []
+        vectors = embedder.embed_documents(texts)
         i = 0
         for doc, chunks, is_new in pending:
             embedded = []

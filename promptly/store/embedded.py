@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from promptly.store.base import StoreConnectionError
 from promptly.store.postgres import PostgresStore
 
@@ -46,7 +48,7 @@ class EmbeddedPostgresStore(PostgresStore):
         return self._url
 
     @property
-    def conn(self):  # type: ignore[no-untyped-def]
+    def conn(self) -> psycopg.Connection[Any]:
         self.start()
         return super().conn
 

@@ -26,7 +26,16 @@ def redact_url(url: str) -> str:
     except psycopg.ProgrammingError:
         return "<unparseable Postgres URL>"
     params.pop("password", None)
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def _without_password(text: str, url: str) -> str:
+    """Driver messages may echo connection parameters: strip the password if it appears."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 class PostgresStore:
@@ -54,9 +63,7 @@ class PostgresStore:
                 self._conn = psycopg.connect(self._url, connect_timeout=self._connect_timeout)
             except psycopg.Error as err:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                password = conninfo_to_dict(self._url).get("password") if "=" in self._url or "://" in self._url else None
-                if password:
-                    reason = reason.replace(str(password), "***")
+                reason = _without_password(reason, self._url)
                 raise StoreConnectionError(
                     f"cannot connect to Postgres at {self._setting_name}={redact_url(self._url)}: {reason}"
                 ) from None
@@ -118,7 +125,7 @@ class PostgresStore:
             for migration in load_migrations(self.embedding_dim):
                 if migration.version in done:
                     continue
-                self.conn.execute(migration.sql.encode())  # type: ignore[call-overload]
+                self.conn.execute(migration.sql.encode())
                 self.conn.execute(
                     "insert into promptly_migrations (version, name) values (%s, %s)",
                     (migration.version, migration.name),

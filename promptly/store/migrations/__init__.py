@@ -22,7 +22,7 @@ def load_migrations(embedding_dim: int) -> list[Migration]:
     if embedding_dim <= 0:
         raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
     files = sorted(
-        f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql")
+        (f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
     )
     out = []
     for f in files:
