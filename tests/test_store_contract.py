@@ -141,3 +141,18 @@ def test_store_built_for_other_dimension_is_refused(pg_url: str, pg_store: Postg
     with pytest.raises(SchemaMismatchError, match="768"):
         other.ensure_schema()
     other.close()
+
+
+def test_schema_script_applies_and_records_itself(pg_url: str) -> None:
+    """`promptly db sql` pasted into an SQL editor leaves a store that `db status` sees as migrated."""
+    import psycopg
+
+    from promptly.store.migrations import render_schema_sql
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(render_schema_sql(DIM).encode())
+    store = PostgresStore(pg_url, embedding_dim=DIM)
+    status = store.status()
+    assert status.pending_migrations == () and len(status.applied_migrations) >= 3
+    assert store.migrate() == []
+    store.close()

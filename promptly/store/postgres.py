@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import SchemaMismatchError, StoreConnectionError, check_dimension
-from promptly.store.migrations import load_migrations
+from promptly.store.migrations import LEDGER_DDL, load_migrations
 
 _MIGRATION_LOCK = 7_412_033  # pg_advisory_xact_lock key: one migrator at a time
 
@@ -116,11 +116,7 @@ class PostgresStore:
         applied_now = []
         with self.conn.transaction():
             self.conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            self.conn.execute(
-                "create table if not exists promptly_migrations ("
-                " version text primary key, name text not null,"
-                " applied_at timestamptz not null default now())"
-            )
+            self.conn.execute(LEDGER_DDL)
             done = {r[0] for r in self.conn.execute("select version from promptly_migrations")}
             for migration in load_migrations(self.embedding_dim):
                 if migration.version in done:

@@ -30,6 +30,7 @@ create policy model_versions_read on model_versions for select to anon, authenti
 
 grant usage on schema public to anon, authenticated, service_role;
 grant select on documents, chunks, qa_pairs, model_versions to anon, authenticated;
+grant select on promptly_migrations to anon, authenticated, service_role;
 grant all on documents, chunks, qa_pairs, model_versions to service_role;
 grant execute on function match_chunks(vector, text, int, jsonb, text, float, float, int)
     to anon, authenticated, service_role;

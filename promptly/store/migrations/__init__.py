@@ -7,6 +7,12 @@ from importlib import resources
 
 DIM_PLACEHOLDER = "{{embedding_dim}}"
 
+LEDGER_DDL = (
+    "create table if not exists promptly_migrations ("
+    " version text primary key, name text not null, applied_at timestamptz not null default now())"
+)
+"""The ledger of applied migrations; created before the first migration runs, on every backend."""
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -38,6 +44,16 @@ def load_migrations(embedding_dim: int) -> list[Migration]:
 
 
 def render_schema_sql(embedding_dim: int) -> str:
-    """Every migration as one script, for Supabase's SQL editor or `psql -f`."""
-    parts = [f"-- promptly migration {m.version}_{m.name}\n{m.sql}" for m in load_migrations(embedding_dim)]
-    return "\n\n".join(parts)
+    """Every migration as one script, for Supabase's SQL editor or `psql -f`.
+
+    It records itself in the migrations ledger, so `promptly db status` and `promptly db migrate`
+    know afterwards that the schema is there.
+    """
+    parts = [f"-- promptly: the migrations ledger\n{LEDGER_DDL};"]
+    for m in load_migrations(embedding_dim):
+        parts.append(
+            f"-- promptly migration {m.version}_{m.name}\n{m.sql}\n"
+            f"insert into promptly_migrations (version, name) values ('{m.version}', '{m.name}')"
+            " on conflict (version) do nothing;"
+        )
+    return "begin;\n\n" + "\n\n".join(parts) + "\n\ncommit;\n"

@@ -1,0 +1,263 @@
+"""ChunkStore on Supabase over its REST API (PostgREST), for hosts that cannot open a Postgres port."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import httpx
+from postgrest import APIError, APIResponse, CountMethod, ReturnMethod
+from supabase import Client, ClientOptions, create_client
+
+from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
+from promptly.store.base import SchemaMismatchError, StoreConnectionError, StoreError, check_dimension
+from promptly.store.migrations import load_migrations
+
+SCHEMA_HINT = (
+    "REST cannot run DDL: apply the schema once, either by pasting the output of "
+    "`promptly db sql > schema.sql` into Supabase's SQL editor, or with "
+    "`promptly db migrate store=postgres store.url=<Supabase connection string>`"
+)
+_MISSING = {"PGRST202", "PGRST205", "42P01", "42883", "404"}  # unknown function or table
+_INVALID = {"PGRST301", "PGRST302", "PGRST303", "401"}  # the key itself was rejected
+_DENIED = {"42501", "403"}  # a valid key whose role may not do this (grants, row-level security)
+_FILTER_CHUNK = 100  # ids per `in.(...)` filter, to keep URLs well under gateway limits
+
+
+class SupabaseStore:
+    """supabase-py over REST. The client is built on first use, so composing a config needs no secrets."""
+
+    backend = "supabase"
+
+    def __init__(self, url: str, key: str, embedding_dim: int, schema: str = "public",
+                 timeout: float = 30.0, page_size: int = 1000) -> None:
+        self._url, self._key, self._schema = url, key, schema
+        self.embedding_dim = embedding_dim
+        self._timeout = timeout
+        self.page_size = page_size  # Supabase caps a response at 1000 rows (max-rows) by default
+        self._client: Client | None = None
+        self._http: httpx.Client | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            if not self._url:
+                raise StoreConnectionError("store.url is empty: set it to the project URL, https://<ref>.supabase.co")
+            if not self._key:
+                raise StoreConnectionError("store.key is empty: set it to the project's service_role key "
+                                           "(SUPABASE_SERVICE_KEY); the anon key can only read and search")
+            if not re.match(r"^https?://[^/\s]+", self._url):
+                raise StoreConnectionError(f"store.url={self._url!r} is not an http(s) URL")
+            self._http = httpx.Client(timeout=self._timeout)
+            options = ClientOptions(schema=self._schema, auto_refresh_token=False, persist_session=False,
+                                    httpx_client=self._http)
+            self._client = create_client(self._url, self._key, options)
+        return self._client
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        self._client, self._http = None, None
+
+    def __enter__(self) -> SupabaseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, query: Any, what: str) -> APIResponse:
+        """Execute a postgrest-py builder, turning its errors into StoreErrors that never quote the key."""
+        try:
+            response: APIResponse = query.execute()
+            return response
+        except APIError as err:
+            raise self._translate(err, what) from err
+        except httpx.HTTPError as err:
+            reason = self._scrub(str(err) or type(err).__name__)
+            raise StoreConnectionError(
+                f"cannot reach Supabase at store.url={self._url} while {what}: {reason}") from err
+
+    def _translate(self, err: APIError, what: str) -> StoreError:
+        code = str(err.code or "")
+        message = self._scrub(" ".join(str(p) for p in (err.message, err.details, err.hint) if p))
+        refused = f"Supabase at store.url={self._url} refused the key in store.key while {what}"
+        if code in _INVALID or (not code and re.search(r"api key|jwt", message, re.IGNORECASE)):
+            return StoreConnectionError(f"{refused} ({code or 'invalid key'}): {message}. Copy the "
+                                        "service_role key from Project settings -> API into store.key.")
+        if code in _DENIED:
+            return StoreConnectionError(f"{refused} ({code}): {message}. Writes need the service_role "
+                                        "key; the anon key can only read and search.")
+        if code in _MISSING:
+            return SchemaMismatchError(
+                f"{self._where()} has no promptly schema ({code}: {message}). {SCHEMA_HINT}")
+        return StoreError(f"Supabase error while {what} ({code}): {message}")
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _where(self) -> str:
+        return f"the Supabase project at store.url={self._url}"
+
+    # -- schema -------------------------------------------------------------------------------
+    def stored_dimension(self) -> int | None:
+        """The vector dimension of the chunks table, or None when the schema is not there."""
+        try:
+            data: Any = self._run(self.client.rpc("promptly_embedding_dim"), "reading the schema").data
+        except SchemaMismatchError:
+            return None
+        return int(data) if data is not None else None
+
+    def _applied(self) -> list[str] | None:
+        """Versions in promptly_migrations, or None when that table is not exposed (SQL-editor installs)."""
+        try:
+            query = self.client.table("promptly_migrations").select("version").order("version")
+            rows: Any = self._run(query, "reading promptly_migrations").data
+        except SchemaMismatchError:
+            return None
+        return [str(r["version"]) for r in rows]
+
+    def _pending(self, applied: list[str] | None, dim: int | None) -> list[str]:
+        migrations = [f"{m.version}_{m.name}" for m in load_migrations(self.embedding_dim)]
+        if applied is None:  # no record of versions: all pending if the schema is absent, else unknown
+            return [] if dim else migrations
+        return [m for m in migrations if m.partition("_")[0] not in applied]
+
+    def migrate(self) -> list[str]:
+        """Check, never change: REST has no DDL, so a missing schema is an error that says how to apply it."""
+        dim = self.stored_dimension()
+        if dim is None:
+            raise SchemaMismatchError(f"{self._where()} has no promptly schema. {SCHEMA_HINT}")
+        check_dimension(dim, self.embedding_dim, self._where())
+        pending = self._pending(self._applied(), dim)
+        if pending:
+            raise SchemaMismatchError(
+                f"{self._where()} is missing migrations {', '.join(pending)}. {SCHEMA_HINT}")
+        return []
+
+    def status(self) -> StoreStatus:
+        applied, dim = self._applied(), self.stored_dimension()
+        counts = {"documents": 0, "chunks": 0, "qa_pairs": 0}
+        if dim is not None:
+            for table in counts:
+                query = self.client.table(table).select("*", count=CountMethod.exact, head=True)
+                counts[table] = self._run(query, f"counting {table}").count or 0
+        return StoreStatus(backend=self.backend, applied_migrations=tuple(applied or ()),
+                           pending_migrations=tuple(self._pending(applied, dim)), embedding_dim=dim, **counts)
+
+    # -- paging -------------------------------------------------------------------------------
+    def _pages(self, make_query: Callable[[], Any], batch_size: int, what: str) -> Iterator[dict[str, Any]]:
+        """Offset pages until an empty one: a short page may just be the server's max-rows cap."""
+        size, start = max(1, min(batch_size, self.page_size)), 0
+        while True:
+            rows: Any = self._run(make_query().range(start, start + size - 1), what).data
+            if not rows:
+                return
+            yield from rows
+            start += len(rows)
+
+    # -- documents and chunks -----------------------------------------------------------------
+    def document_hashes(self, source: str | None = None) -> dict[str, str]:
+        def query() -> Any:
+            q = self.client.table("documents").select("id,content_hash")
+            return (q.eq("source", source) if source is not None else q).order("id")
+        rows = self._pages(query, self.page_size, "reading document hashes")
+        return {r["id"]: r["content_hash"] for r in rows}
+
+    def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:
+        """One rpc call, hence one transaction: a failure leaves the previous version whole."""
+        doc = {"id": document.id, "source": document.source, "uri": document.uri, "title": document.title,
+               "content_hash": document.content_hash, "metadata": document.metadata}
+        new_chunks = [{"id": c.id, "ordinal": c.ordinal, "content": c.content, "token_count": c.token_count,
+                       "metadata": c.metadata, "embedding": _vector_text(c)} for c in chunks]
+        query = self.client.rpc("promptly_upsert_document", {"doc": doc, "new_chunks": new_chunks})
+        data: Any = self._run(query, f"writing document {document.id!r}").data
+        return int(data)
+
+    def delete_documents(self, document_ids: Iterable[str]) -> int:
+        deleted = 0
+        for group in _groups(sorted(set(document_ids))):
+            query = self.client.table("documents").delete().in_("id", group)
+            deleted += len(self._run(query, "deleting documents").data)
+        return deleted
+
+    def iter_chunks(
+        self, document_ids: Sequence[str] | None = None, batch_size: int = 500
+    ) -> Iterator[Chunk]:
+        cols = "document_id,ordinal,content,token_count,metadata,embedding"
+        # Over 100 ids, groups go in Python's sort order; within a group the database orders the rows.
+        for group in _groups(sorted(set(document_ids))) if document_ids else [None]:
+            def query(group: list[str] | None = group) -> Any:
+                q = self.client.table("chunks").select(cols)
+                q = q.in_("document_id", group) if group else q
+                return q.order("document_id").order("ordinal")
+            for r in self._pages(query, batch_size, "reading chunks"):
+                yield Chunk(document_id=r["document_id"], ordinal=r["ordinal"], content=r["content"],
+                            token_count=r["token_count"], metadata=r["metadata"] or {},
+                            embedding=tuple(float(x) for x in json.loads(r["embedding"])))
+
+    def existing_chunk_ids(self, chunk_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for group in _groups(sorted(set(chunk_ids))):
+            query = self.client.table("chunks").select("id").in_("id", group)
+            rows: Any = self._run(query, "checking chunk ids").data
+            found.update(str(r["id"]) for r in rows)
+        return found
+
+    # -- QA pairs -----------------------------------------------------------------------------
+    def upsert_qa_pairs(self, pairs: Sequence[QAPair]) -> int:
+        """A repeated id: the last wins, as in the psycopg store (one statement cannot touch a row twice)."""
+        rows = {p.id: {"id": p.id, "question": p.question, "answer": p.answer, "document_id": p.document_id,
+                       "chunk_ids": list(p.chunk_ids), "split": p.split}
+                for p in (q.with_id() for q in pairs)}
+        batch = list(rows.values())
+        for start in range(0, len(batch), 500):
+            query = self.client.table("qa_pairs").upsert(batch[start:start + 500], on_conflict="id",
+                                                         returning=ReturnMethod.minimal)
+            self._run(query, "writing QA pairs")
+        return len(pairs)
+
+    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500) -> Iterator[QAPair]:
+        def query() -> Any:
+            q = self.client.table("qa_pairs").select("id,question,answer,document_id,chunk_ids,split")
+            return (q.eq("split", split) if split else q).order("document_id").order("id")
+        for r in self._pages(query, batch_size, "reading QA pairs"):
+            yield QAPair(question=r["question"], answer=r["answer"], document_id=r["document_id"],
+                         split=r["split"], chunk_ids=tuple(r["chunk_ids"] or ()), id=r["id"])
+
+    # -- search -------------------------------------------------------------------------------
+    def search(
+        self,
+        query_embedding: Sequence[float],
+        query_text: str = "",
+        k: int = 5,
+        filter: dict[str, Any] | None = None,
+        mode: SearchMode = "hybrid",
+        full_text_weight: float = 1.0,
+        semantic_weight: float = 1.0,
+    ) -> list[SearchHit]:
+        params = {"query_embedding": _format_vector(query_embedding), "query_text": query_text,
+                  "match_count": k, "filter": filter or {}, "mode": mode,
+                  "full_text_weight": full_text_weight, "semantic_weight": semantic_weight}
+        rows: Any = self._run(self.client.rpc("match_chunks", params), "searching").data
+        return [SearchHit(chunk_id=str(r["id"]), document_id=r["document_id"], ordinal=r["ordinal"],
+                          content=r["content"], metadata=r["metadata"] or {}, score=float(r["score"]))
+                for r in rows]
+
+
+def _format_vector(values: Sequence[float]) -> str:
+    """pgvector's text form '[0.1,0.2]', which promptly_upsert_document and match_chunks cast to vector."""
+    return "[" + ",".join(repr(float(x)) for x in values) + "]"
+
+
+def _vector_text(chunk: Chunk) -> str:
+    if chunk.embedding is None:
+        raise ValueError(f"chunk {chunk.ordinal} of {chunk.document_id!r} has no embedding")
+    return _format_vector(chunk.embedding)
+
+
+def _groups(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _FILTER_CHUNK):
+        yield ids[start:start + _FILTER_CHUNK]
