@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig
+from rich.console import Console
+from rich.markup import escape
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_ROOT.parent
@@ -26,6 +29,30 @@ def config_dir() -> Path:
     return path
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError)
+"""Errors whose message tells the user what to fix: printed without a traceback."""
+
+
+def report_user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Print a user error (bad setting, unreachable store) as one red line and exit 1, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig) -> Any:
+        from promptly.store.base import StoreError
+
+        caught: tuple[type[BaseException], ...] = (StoreError, *USER_ERRORS)
+        try:
+            return fn(cfg)
+        except caught as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}")
+            raise SystemExit(1) from None
+
+    return wrapper
+
+
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """`@hydra.main` on promptly's config tree, so every verb takes overrides, `-m`, `--cfg job` etc."""
-    return hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+    return lambda fn: main(report_user_errors(fn))

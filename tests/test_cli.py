@@ -94,3 +94,11 @@ def test_ingest_end_to_end_through_the_cli(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "│     0 │       0 │         2 │" in again.stderr  # added, updated, unchanged
     assert (tmp_path / "logs" / "ingest" / "runs").is_dir()
+
+
+def test_unreachable_store_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli("db", "status", "store=postgres",
+                     "store.url=postgresql://admin:s3cret-pw@127.0.0.1:1/x", "store.connect_timeout=2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "error: cannot connect to Postgres at store.url=" in result.stderr
+    assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr + result.stdout
