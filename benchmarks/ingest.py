@@ -16,7 +16,6 @@ import argparse
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from promptly.ingest.chunking import TokenChunker
