@@ -24,10 +24,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## The main job on the embedded defaults: ingest the sample corpus (later stages join as they land).
+## The main job on the embedded defaults: ingest the sample corpus, fine-tune the tiny local model on it,
+## evaluate the result on the test split (publish joins when it lands). W&B runs offline without a key.
 demo: $(STAMP)
 	$(BIN)/promptly ingest
 	$(BIN)/promptly db status
+	$(BIN)/promptly train experiment=smoke
+	$(BIN)/promptly eval run_dir=latest
+	$(BIN)/promptly runs
 
 lint: $(STAMP)
 	$(BIN)/ruff check promptly tests benchmarks

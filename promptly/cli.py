@@ -20,7 +20,11 @@ VERBS: dict[str, Verb] = {
     "db": Verb("promptly.store.command", "migrate | status | sql: the store's schema and contents",
                ("migrate", "status", "sql")),
     "train": Verb("promptly.train", "fine-tune a model on the store's QA pairs or chunks (Lightning + Hydra)"),
+    "eval": Verb("promptly.evaluation.command", "answer the test split with retrieval; BLEU, ROUGE, perplexity, "
+                 "RAG metrics; report.md + plots"),
     "runs": Verb("promptly.runs", "list the runs of a folder or multirun with overrides and final metrics"),
+    "qa": Verb("promptly.qa.command", "generate | export: synthetic QA pairs from chunks; disliked conversations",
+               ("generate", "export")),
 }
 
 USAGE = """usage: promptly <verb> [override ...] [-m] [--help]

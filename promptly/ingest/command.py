@@ -17,6 +17,7 @@ from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.documents import SourceConfig, discover, load_source
 from promptly.ingest.embedding import Embedder
 from promptly.ingest.qa import QAReport, SplitConfig, load_qa_pairs
+from promptly.ingest.redaction import RedactionReport, Redactor
 from promptly.ingest.sync import SyncReport, sync_documents
 from promptly.store.base import ChunkStore
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 class IngestResult:
     sync: SyncReport
     qa: QAReport | None
+    redaction: RedactionReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -52,6 +54,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
     source = SourceConfig(**OmegaConf.to_container(cfg.ingest.source, resolve=True))  # type: ignore[arg-type]
     fingerprint = (f"{chunker.fingerprint()};embedder={embedder.model_name};"
                    f"doc_prefix={embedder.document_prefix}")
+    redactor: Redactor = instantiate(cfg.ingest.redact) if "redact" in cfg.ingest else Redactor(enabled=False)
+    redaction = RedactionReport() if redactor.enabled else None
     try:
         prepare_store(store, cfg.ingest.auto_migrate)
         _, files = discover(source)
@@ -63,7 +67,10 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
             def advance(name: str) -> None:
                 progress.update(task, advance=1, description=name[-50:])
 
-            report = sync_documents(load_source(source, fingerprint), store, chunker, embedder,
+            documents = load_source(source, fingerprint)
+            if redaction is not None:  # before sync: the hash covers the redacted text
+                documents = redactor.redact_documents(documents, fingerprint, redaction)
+            report = sync_documents(documents, store, chunker, embedder,
                                     cleanup=cfg.ingest.cleanup, source_name=source.name,
                                     embed_batch_chunks=cfg.ingest.embed_batch_chunks, on_progress=advance)
         qa_report = None
@@ -76,11 +83,12 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
                 log.info("no QA file at ingest.qa.path=%s", qa_path)
     finally:
         store.close()
-    print_summary(console, report, qa_report)
-    return IngestResult(report, qa_report)
+    print_summary(console, report, qa_report, redaction)
+    return IngestResult(report, qa_report, redaction)
 
 
-def print_summary(console: Console, report: SyncReport, qa: QAReport | None) -> None:
+def print_summary(console: Console, report: SyncReport, qa: QAReport | None,
+                  redaction: RedactionReport | None = None) -> None:
     table = Table(title="promptly ingest")
     for col in ("added", "updated", "unchanged", "deleted", "failed", "chunks written", "seconds"):
         table.add_column(col, justify="right")
@@ -89,6 +97,10 @@ def print_summary(console: Console, report: SyncReport, qa: QAReport | None) -> 
     console.print(table)
     if qa is not None:
         console.print(f"QA pairs: {qa.loaded} stored, {qa.linked} linked to gold chunks, {len(qa.failed)} failed")
+    if redaction is not None:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(redaction.counts.items())) or "none"
+        console.print(f"PII redacted in {redaction.redacted_documents} of {redaction.documents} documents: "
+                      f"{counts}; person names: {redaction.person_detection}")
     failures = report.failed + (qa.failed if qa else [])
     if failures:
         errors = Table(title="skipped", title_style="bold red")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
 
@@ -82,6 +84,21 @@ class ChunkStore(Protocol):
         """Release connections (and stop an embedded server this store started)."""
         ...
 
+    # -- conversations (migration 0004): what `promptly serve` answered, and the user's feedback ----------
+    def add_conversation(self, question: str, answer: str, chunk_ids: Sequence[str] = (),
+                         model_version: str | None = None, feedback: Feedback | None = None) -> str:
+        """Record one answered question; return its id (made here, so anonymous writers need no read)."""
+        ...
+
+    def set_feedback(self, conversation_id: str, feedback: Feedback | None) -> bool:
+        """Set (or clear, with None) a conversation's feedback; False when no such conversation exists."""
+        ...
+
+    def iter_conversations(self, feedback: Feedback | None = None, batch_size: int = 500
+                           ) -> Iterator[Conversation]:
+        """Stream conversations, oldest first, optionally only those with this feedback (service role)."""
+        ...
+
 
 def check_dimension(stored: int | None, configured: int, where: str) -> None:
     """Refuse a store whose vectors have another dimension than the configured embedder's."""
@@ -91,3 +108,28 @@ def check_dimension(stored: int | None, configured: int, where: str) -> None:
             f"{configured} dimensions. Use the embedder the store was built with, or point "
             "`store` at a new database (the schema cannot hold two dimensions)."
         )
+
+
+# -- conversations (migration 0004) ----------------------------------------------------------------------
+Feedback = Literal["up", "down"]
+FEEDBACK_VALUES: tuple[Feedback, ...] = ("up", "down")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A served question, its answer, the chunks the answer cited, and the user's verdict."""
+
+    id: str
+    question: str
+    answer: str
+    chunk_ids: tuple[str, ...] = ()
+    feedback: Feedback | None = None
+    model_version: str | None = None
+    created_at: datetime | None = None
+
+
+def check_feedback(feedback: str | None) -> Feedback | None:
+    """Refuse anything but up, down or None before it reaches the store."""
+    if feedback is not None and feedback not in FEEDBACK_VALUES:
+        raise ValueError(f"feedback must be 'up', 'down' or None, got {feedback!r}")
+    return cast("Feedback | None", feedback)

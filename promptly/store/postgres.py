@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -13,7 +14,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
-from promptly.store.base import SchemaMismatchError, StoreConnectionError, check_dimension
+from promptly.store.base import (
+    Conversation,
+    Feedback,
+    SchemaMismatchError,
+    StoreConnectionError,
+    check_dimension,
+    check_feedback,
+)
 from promptly.store.migrations import LEDGER_DDL, load_migrations
 
 _MIGRATION_LOCK = 7_412_033  # pg_advisory_xact_lock key: one migrator at a time
@@ -280,6 +288,39 @@ class PostgresStore:
         self.conn.commit()
         return [SearchHit(chunk_id=r[0], document_id=r[1], ordinal=r[2], content=r[3],
                           metadata=r[4], score=float(r[5])) for r in rows]
+
+    # -- conversations (migration 0004) ------------------------------------------------------------
+    def add_conversation(self, question: str, answer: str, chunk_ids: Sequence[str] = (),
+                         model_version: str | None = None, feedback: Feedback | None = None) -> str:
+        conversation_id = str(uuid.uuid4())
+        with self.conn.transaction():
+            self.conn.execute(
+                "insert into conversations (id, question, answer, chunk_ids, feedback, model_version)"
+                " values (%s, %s, %s, %s::uuid[], %s, %s)",
+                (conversation_id, question, answer, list(chunk_ids), check_feedback(feedback), model_version),
+            )
+        return conversation_id
+
+    def set_feedback(self, conversation_id: str, feedback: Feedback | None) -> bool:
+        with self.conn.transaction():
+            row = self.conn.execute("select promptly_set_feedback(%s::uuid, %s)",
+                                    (str(uuid.UUID(conversation_id)), check_feedback(feedback))).fetchone()
+        return bool(row and row[0])
+
+    def iter_conversations(self, feedback: Feedback | None = None, batch_size: int = 500
+                           ) -> Iterator[Conversation]:
+        where, params = ("where feedback = %s", (check_feedback(feedback),)) if feedback else ("", ())
+        with self.conn.transaction(), self.conn.cursor(name="promptly_iter_conversations") as cur:
+            cur.itersize = batch_size
+            cur.execute(
+                "select id::text, question, answer, chunk_ids::text[], feedback, model_version, created_at"
+                f" from conversations {where} order by created_at, id",
+                params,
+            )
+            for conv_id, question, answer, chunk_ids, fb, version, created in cur:
+                yield Conversation(id=conv_id, question=question, answer=answer,
+                                   chunk_ids=tuple(chunk_ids or ()), feedback=fb, model_version=version,
+                                   created_at=created)
 
 
 def _require_embedding(chunk: Chunk) -> tuple[float, ...]:

@@ -1,0 +1,77 @@
+"""Typed schema of the `model` and `model/peft` config groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class PeftMethod(StrEnum):
+    """Which parameters are trained."""
+
+    lora = "lora"
+    """Low-rank adapters on target_modules; checkpoints hold the adapters only."""
+    qlora = "qlora"
+    """LoRA over a 4-bit (NF4) base model: needs bitsandbytes and a CUDA GPU."""
+    full = "full"
+    """Every parameter (full fine-tuning)."""
+
+
+@dataclass
+class PeftConfig:
+    """The `model/peft` group; the LoRA fields must be null for `full`."""
+
+    method: PeftMethod = PeftMethod.lora
+    r: int | None = 16
+    """LoRA rank."""
+    alpha: int | None = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float | None = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | None = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Module names to adapt; ["all-linear"] adapts every linear layer but the head."""
+    modules_to_save: list[str] | None = None
+    """Modules trained in full and saved beside the adapters (e.g. [lm_head])."""
+
+
+@dataclass
+class TinyConfig:
+    """A small Llama-style model built locally, with a byte-level BPE trained on the sample corpus."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    corpus_dir: str = "sample_data"
+    """Text the tokenizer is trained on (every .md/.txt/.html/.jsonl file under it, sorted)."""
+    cache_dir: str = ".promptly/tiny"
+    """Where the trained tokenizer is cached, keyed by a hash of the corpus and the settings."""
+    init_seed: int = 0
+    """Seed of the initial weights (independent of the run's seed, so adapters always fit the base)."""
+
+
+@dataclass
+class ModelConfig:
+    """The `model` group: ModelFactory's arguments."""
+
+    _target_: str = "promptly.model.factory.ModelFactory"
+    name_or_path: str = "tiny"
+    """A Hugging Face model id, a local directory, or `tiny` (built from `tiny`)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit)."""
+    dtype: str = "auto"
+    """Weights dtype: auto (bf16 on GPUs that have it, else float32), float32, bfloat16 or float16."""
+    attn_implementation: str | None = "sdpa"
+    """eager, sdpa, flash_attention_2 (packed rows then need no mask), or null for the model's default."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, about 30% more compute."""
+    trust_remote_code: bool = False
+    """Allow model code from the Hub (off: only architectures transformers ships)."""
+    context_length: int | None = None
+    """Longest sequence the model is trained on (null: its max_position_embeddings)."""
+    tiny: TinyConfig | None = None
+    """Settings of the locally built model (only with name_or_path=tiny)."""
+    peft: PeftConfig = field(default_factory=PeftConfig)

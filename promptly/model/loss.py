@@ -1,0 +1,52 @@
+"""The masked next-token loss, computing the LM head only where a label is supervised.
+
+Prompt tokens are most of a RAG example, and the head (hidden x vocab) is a large share of a small
+model's compute: projecting only the supervised positions gives the same loss as the full forward
+(tests/test_data_masking.py checks it) for less work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from promptly.data.collate import IGNORE_INDEX
+
+# Heads that transform logits after the projection; those models go through the full forward.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def _parts(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, head) when the head is a plain projection of the decoder's last hidden state."""
+    config = getattr(model, "config", None)
+    if config is None or any(getattr(config, a, None) not in (None, 1, 1.0) for a in _LOGIT_TRANSFORMS):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def supervised_loss(model: Any, batch: dict[str, torch.Tensor], head_only_on_labels: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token losses, number of supervised tokens) for a batch from promptly's collator."""
+    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    n = keep.sum()
+    parts = _parts(model) if head_only_on_labels else None
+    if parts is not None:
+        decoder, head = parts
+        hidden = decoder(**inputs, use_cache=False).last_hidden_state
+        logits = head(hidden[:, :-1][keep])
+    else:
+        logits = model(**inputs, use_cache=False).logits[:, :-1][keep]
+    loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss_sum, n

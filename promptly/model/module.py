@@ -1,0 +1,189 @@
+"""RagLitModule: fine-tunes a causal LM on promptly's batches with the loss on supervised tokens only.
+
+Logs train/val loss and perplexity (token-weighted), and after each validation the greedy answers to
+a few validation questions (a table in W&B, samples.jsonl in the run folder, exact match and F1).
+Checkpoints of LoRA runs hold the adapters only; every checkpoint carries the RNG state, so a
+resumed run draws the same dropout masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import FSDPStrategy
+from rich.console import Console
+from rich.table import Table
+from torchmetrics import MeanMetric
+
+from promptly.model.factory import ModelFactory
+from promptly.model.generation import exact_match, greedy_answers, token_f1
+from promptly.model.loss import supervised_loss
+
+log = logging.getLogger(__name__)
+
+
+class RagLitModule(L.LightningModule):
+    """The model is built in configure_model (under the strategy, e.g. FSDP), not at instantiation."""
+
+    def __init__(
+        self,
+        model: ModelFactory,
+        tokenizer: Any,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        samples: int = 4,
+        max_new_tokens: int = 64,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__()
+        self.factory, self.tokenizer = model, tokenizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.samples, self.max_new_tokens = samples, max_new_tokens
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"module.scheduler_interval must be step or epoch, got {scheduler_interval!r}")
+        self.scheduler_interval = scheduler_interval
+        self.net: torch.nn.Module | None = None
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.strict_loading = not model.adapter_only  # adapter-only checkpoints lack the frozen base
+        self.last_samples: list[dict[str, Any]] = []
+
+    def configure_model(self) -> None:
+        if self.net is None:
+            self.net = self.factory.build()
+
+    # -- loss ----------------------------------------------------------------------------------------
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.net is not None, "configure_model() builds the network"
+        fsdp = self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy)
+        # Under FSDP only the root forward gathers the root's shards: no head-only shortcut.
+        return supervised_loss(self.net, batch, head_only_on_labels=not fsdp)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss_sum, n = self._loss(batch)
+        loss = loss_sum / n.clamp(min=1)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(int(n), 1))
+        self.log("train/ppl", torch.exp(loss.detach()), on_step=True, on_epoch=False, batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss_sum, n = self._loss(batch)
+        self.val_loss.update(loss_sum / n.clamp(min=1), weight=n)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss_sum, n = self._loss(batch)
+        self.test_loss.update(loss_sum / n.clamp(min=1), weight=n)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", torch.exp(loss))
+        if self.samples > 0 and not self.trainer.sanity_checking:
+            self._answer_samples()
+
+    def on_test_epoch_end(self) -> None:
+        loss = self.test_loss.compute()
+        self.test_loss.reset()
+        self.log("test/loss", loss)
+        self.log("test/ppl", torch.exp(loss))
+
+    # -- greedy answers ------------------------------------------------------------------------------
+    def _answer_samples(self) -> None:
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
+        samples = datamodule.samples(self.samples) if hasattr(datamodule, "samples") else []
+        if not samples:
+            return
+        answers = greedy_answers(self.net, self.tokenizer, [s.prompt_ids for s in samples],
+                                 self.max_new_tokens, self.device)
+        rows = [{"epoch": self.current_epoch, "step": self.global_step, "question": s.question,
+                 "reference": s.answer, "generated": a, "exact_match": exact_match(a, s.answer),
+                 "f1": token_f1(a, s.answer)} for s, a in zip(samples, answers, strict=True)]
+        self.last_samples = rows
+        self.log("val/sample_exact_match", sum(r["exact_match"] for r in rows) / len(rows))
+        self.log("val/sample_f1", sum(r["f1"] for r in rows) / len(rows))
+        if self.trainer.is_global_zero:
+            self._publish_samples(rows)
+
+    def _publish_samples(self, rows: list[dict[str, Any]]) -> None:
+        columns = ["epoch", "step", "question", "reference", "generated"]
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_text(key="val/samples", columns=columns, data=[[r[c] for c in columns] for r in rows])
+        out = Path(self.trainer.default_root_dir) / "samples.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        table = Table(title=f"greedy answers, epoch {self.current_epoch}", show_lines=True)
+        for c in ("question", "reference", "generated"):
+            table.add_column(c, overflow="fold")
+        for r in rows:
+            table.add_row(r["question"], r["reference"], r["generated"])
+        Console(stderr=True).print(table)
+
+    # -- optimisation --------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 else decay).append(p)  # biases and norm weights: no decay
+        keywords = getattr(self.optimizer_factory, "keywords", {}) or {}
+        groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if "weight_decay" in keywords:
+            groups[0]["weight_decay"] = keywords["weight_decay"]
+        optimizer = self.optimizer_factory(params=[g for g in groups if g["params"]])
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.max_epochs or 1) if self.scheduler_interval == "epoch" else self._total_steps()
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=max(total, 1))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "frequency": 1}}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run.
+
+        Not `trainer.estimated_stepping_batches` when the datamodule can say: that property builds the
+        train dataloader before a checkpoint is restored, and Lightning then never hands the saved
+        dataloader position to it, so a resumed run would restart its epoch from the first batch.
+        """
+        trainer = self.trainer
+        per_epoch = getattr(getattr(trainer, "datamodule", None), "train_batches_per_epoch", None)
+        if per_epoch is None:
+            return int(trainer.estimated_stepping_batches)
+        batches = per_epoch()
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif limit is not None:
+            batches = int(batches * limit)
+        steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(int(trainer.max_epochs or 0), 0)
+        if trainer.max_steps > 0:
+            steps = min(steps, trainer.max_steps) if steps > 0 else trainer.max_steps
+        return max(steps, 1)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.factory.adapter_only:
+            trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["promptly"] = {"rng": rng, "adapter_only": self.factory.adapter_only,
+                                  "model": self.factory.name_or_path}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("promptly", {}).get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])

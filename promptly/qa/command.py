@@ -1,0 +1,98 @@
+"""`promptly qa generate | export`: synthetic QA pairs from the store's chunks; disliked conversations out."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from promptly.hydra_entry import hydra_entry
+from promptly.ingest.command import prepare_store
+from promptly.ingest.qa import SplitConfig
+from promptly.qa.conversations import export_disliked
+from promptly.qa.generate import GenerationConfig, GenerationReport, PromptConfig, generate_pairs
+from promptly.qa.generators import GeneratorError, QAGenerator
+from promptly.qa.validation import REASONS, ValidationConfig
+from promptly.store.base import ChunkStore
+
+log = logging.getLogger(__name__)
+ACTIONS = ("generate", "export")
+COMMAND_KEYS = ("export", "auto_migrate", "progress")  # `qa` keys of the command, not of the generation
+
+
+def generation_config(node: DictConfig) -> GenerationConfig:
+    """`cfg.qa` as the typed settings; an unknown key fails naming the valid ones."""
+    data: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
+    for key in COMMAND_KEYS:
+        data.pop(key, None)
+    try:
+        return GenerationConfig(
+            prompt=PromptConfig(**data.pop("prompt", {})),
+            validation=ValidationConfig(**data.pop("validation", {})),
+            split=SplitConfig(**data.pop("split", {})),
+            **data,
+        )
+    except TypeError as err:
+        raise ValueError(f"qa: {err} (see promptly/qa/generate.py GenerationConfig for the valid keys)") from None
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | int:
+    """Run the configured action; also what tests call directly."""
+    console = console or Console(stderr=True)
+    if cfg.action not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {cfg.action!r}")
+    store: ChunkStore = instantiate(cfg.store)
+    try:
+        prepare_store(store, cfg.qa.auto_migrate)
+        if cfg.action == "export":
+            path = Path(cfg.qa.export.path)
+            count = export_disliked(store, path)
+            console.print(f"exported {count} disliked conversation(s) to {path}")
+            return count
+        settings = generation_config(cfg.qa)
+        generator: QAGenerator = instantiate(cfg.qa_generator)
+        embedder = instantiate(cfg.embedder)
+        with Progress(TextColumn("[bold]qa generate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True, disable=not cfg.qa.get("progress", True)) as progress:
+            task = progress.add_task("", total=None)
+            report = generate_pairs(store, embedder, generator, settings,
+                                    on_progress=lambda _: progress.update(task, advance=1))
+    finally:
+        store.close()
+    print_summary(console, report, generator.name)
+    return report
+
+
+def print_summary(console: Console, report: GenerationReport, generator: str) -> None:
+    table = Table(title=f"promptly qa generate ({escape(generator)})")
+    for col in ("documents", "chunks asked", "chunks skipped", "accepted", "stored", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(str(report.documents), str(report.requests), str(report.chunks_skipped), str(report.accepted),
+                  str(report.stored), f"{report.seconds:.1f}")
+    console.print(table)
+    rejected = Table(title="rejected", title_style="bold")
+    rejected.add_column("reason")
+    rejected.add_column("count", justify="right")
+    for reason in REASONS:
+        rejected.add_row(reason, str(report.rejected[reason]))
+    console.print(rejected)
+
+
+@hydra_entry("qa")
+def main(cfg: DictConfig) -> None:
+    for name in ("httpx", "httpx2"):  # one INFO line per request would bury the summary
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        result = run(cfg)
+    except GeneratorError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}")
+        raise SystemExit(1) from None
+    if isinstance(result, GenerationReport) and not result.ok:
+        raise SystemExit(1)

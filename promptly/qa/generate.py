@@ -1,0 +1,204 @@
+"""Synthetic QA pairs: sample chunks by document, ask a generator, validate, store with chunk ids and splits.
+
+Chunks are sampled per document (up to a cap, seeded per document), so every document is represented
+and adding a document changes no other document's sample. Sampled chunks that already have pairs are
+skipped unless `regenerate` is set; pairs already stored are never overwritten (one asked again counts as a
+duplicate), so a hand-written pair cannot be replaced by a generated one with the same question.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from promptly.evaluation.rag_metrics import TextEncoder
+from promptly.ingest.qa import SplitConfig, split_for_document
+from promptly.qa.generators import GeneratorError, Messages, QAGenerator
+from promptly.qa.validation import REASONS, PairValidator, ValidationConfig, normalize_question, parse_reply
+from promptly.records import Chunk, QAPair, sha256_hex
+from promptly.store.base import ChunkStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM = ("You write question/answer pairs for training a documentation assistant. Every answer must be "
+                  "stated by the passage; never add facts. Reply with JSON only.")
+DEFAULT_USER = ('Document: {title}\nSection: {section}\n\nPassage:\n"""\n{context}\n"""\n\n'
+                "Write {n} different questions a user of this software could ask that the passage answers, each "
+                "with a one- or two-sentence answer taken from the passage. Reply with JSON of the form "
+                '{"pairs": [{"question": "...", "answer": "..."}]}.')
+_FIELD = re.compile(r"\{(title|section|context|n|document_id)\}")
+
+
+@dataclass
+class PromptConfig:
+    """The messages sent for one chunk (`qa.prompt`); {title} {section} {context} {n} {document_id}."""
+
+    system: str = DEFAULT_SYSTEM
+    user: str = DEFAULT_USER
+
+    def __post_init__(self) -> None:
+        if "{context}" not in self.user:
+            raise ValueError("qa.prompt.user must contain {context}")
+
+    def messages(self, chunk: Chunk, n: int) -> Messages:
+        """Only the named fields are filled in, so the JSON example in a prompt needs no escaping."""
+        path = chunk.metadata.get("heading_path") or []
+        values = {"title": str(chunk.metadata.get("title") or chunk.document_id), "context": chunk.content,
+                  "section": " > ".join(path) if isinstance(path, list) else str(path), "n": str(n),
+                  "document_id": chunk.document_id}
+        user = _FIELD.sub(lambda m: values[m.group(1)], self.user)
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": user}]
+
+
+@dataclass
+class GenerationConfig:
+    """`qa` settings of `promptly qa generate`."""
+
+    per_document: int = 4
+    """At most this many chunks sampled per document."""
+    pairs_per_chunk: int = 2
+    """Pairs asked for per chunk; replies with more have the surplus rejected."""
+    min_chunk_tokens: int = 32
+    """Shorter chunks (a lone heading) are not sampled unless a document has nothing longer."""
+    seed: int = 42
+    """Sampling of chunks per document, and the per-request generator seed."""
+    regenerate: bool = False
+    """Ask again for chunks that already have pairs (stored pairs are kept either way)."""
+    max_consecutive_errors: int = 3
+    """Stop when this many requests in a row fail: the endpoint is down or misconfigured."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        if self.per_document < 1 or self.pairs_per_chunk < 1:
+            raise ValueError("qa.per_document and qa.pairs_per_chunk must be at least 1")
+
+
+@dataclass
+class GenerationReport:
+    """What one run did; printed as the summary table."""
+
+    documents: int = 0
+    chunks_sampled: int = 0
+    chunks_skipped: int = 0
+    requests: int = 0
+    accepted: int = 0
+    stored: int = 0
+    rejected: Counter[str] = field(default_factory=lambda: Counter({r: 0 for r in REASONS}))
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.requests == 0 or self.rejected["generator_error"] < self.requests
+
+
+def chunk_heading(chunk: Chunk) -> str:
+    """What the prompt says about where a chunk is: title, section path and document id."""
+    path = chunk.metadata.get("heading_path") or []
+    section = " > ".join(path) if isinstance(path, list) else str(path)
+    doc = chunk.document_id.replace("/", " ").replace("_", " ").replace("-", " ")
+    return "\n".join(x for x in (str(chunk.metadata.get("title") or ""), section, doc) if x)
+
+
+def request_seed(seed: int, chunk_id: str) -> int:
+    """A 31-bit seed per (run seed, chunk): independent of which other chunks are asked."""
+    return int(sha256_hex(f"{seed}:{chunk_id}")[:8], 16) & 0x7FFFFFFF
+
+
+def sample_chunks(store: ChunkStore, cfg: GenerationConfig, skip: set[str]) -> tuple[list[Chunk], int, int]:
+    """Up to `per_document` chunks of every document, minus those in `skip`; also (documents, skipped).
+
+    The sample is drawn before skipping, so the same settings always name the same chunks: a re-run asks
+    only those whose pairs were all rejected, and more coverage is asked for with a larger
+    `per_document` (or another seed), never by running again.
+    """
+    by_doc: dict[str, list[Chunk]] = {}
+    for chunk in store.iter_chunks():  # read completely before any other query on the connection
+        by_doc.setdefault(chunk.document_id, []).append(chunk)
+    chosen: list[Chunk] = []
+    skipped = 0
+    for doc_id, chunks in by_doc.items():
+        long_enough = [c for c in chunks if c.token_count >= cfg.min_chunk_tokens] or chunks
+        rng = random.Random(f"{cfg.seed}:{doc_id}")
+        picked = rng.sample(long_enough, min(cfg.per_document, len(long_enough)))
+        fresh = [c for c in picked if c.id not in skip]
+        skipped += len(picked) - len(fresh)
+        chosen.extend(sorted(fresh, key=lambda c: c.ordinal))
+    return chosen, len(by_doc), skipped
+
+
+def generate_pairs(
+    store: ChunkStore,
+    encoder: TextEncoder,
+    generator: QAGenerator,
+    cfg: GenerationConfig | None = None,
+    on_progress: Callable[[Chunk], None] | None = None,
+) -> GenerationReport:
+    """Generate, validate and store pairs for the sampled chunks; return the counts."""
+    cfg = cfg or GenerationConfig()
+    started = time.perf_counter()
+    report = GenerationReport()
+    validator = PairValidator(encoder, cfg.validation)
+    existing = list(store.iter_qa_pairs())
+    for pair in existing:
+        validator.remember(pair.document_id, pair.question)
+    with_pairs = set() if cfg.regenerate else {c for p in existing for c in p.chunk_ids}
+    chunks, report.documents, report.chunks_skipped = sample_chunks(store, cfg, with_pairs)
+    report.chunks_sampled = len(chunks)
+    failures_in_a_row = 0
+    for chunk in chunks:
+        report.requests += 1
+        try:
+            reply = generator.generate(cfg.prompt.messages(chunk, cfg.pairs_per_chunk),
+                                       request_seed(cfg.seed, chunk.id))
+            failures_in_a_row = 0
+        except GeneratorError as err:
+            log.warning("generator failed on a chunk of %s: %s", chunk.document_id, err)
+            report.rejected["generator_error"] += 1
+            failures_in_a_row += 1
+            if failures_in_a_row >= cfg.max_consecutive_errors:
+                raise GeneratorError(f"{failures_in_a_row} requests in a row failed, the last with: {err}") from None
+            continue
+        pairs = _validate(reply, chunk, cfg, validator, report)
+        report.stored += store.upsert_qa_pairs(pairs)
+        if on_progress:
+            on_progress(chunk)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _validate(reply: str, chunk: Chunk, cfg: GenerationConfig, validator: PairValidator,
+              report: GenerationReport) -> list[QAPair]:
+    parsed = parse_reply(reply)
+    report.rejected["malformed"] += parsed.malformed
+    candidates = parsed.pairs[: cfg.pairs_per_chunk]
+    report.rejected["surplus"] += len(parsed.pairs) - len(candidates)
+    kept, asked = [], set()
+    for cand in candidates:
+        key = normalize_question(cand.question)
+        if validator.is_empty(cand):
+            report.rejected["empty"] += 1
+        elif key in asked or validator.is_duplicate(chunk.document_id, cand.question):
+            report.rejected["duplicate"] += 1
+        else:
+            asked.add(key)
+            kept.append(cand)
+    split = split_for_document(chunk.document_id, cfg.split)
+    out = []
+    verdicts = validator.grounding([c.answer for c in kept], chunk.content, chunk_heading(chunk))
+    for cand, grounding in zip(kept, verdicts, strict=True):
+        if not grounding.grounded:
+            report.rejected["ungrounded"] += 1
+            continue
+        report.accepted += 1
+        validator.remember(chunk.document_id, cand.question)
+        out.append(QAPair(question=cand.question, answer=cand.answer, document_id=chunk.document_id,
+                          split=split, chunk_ids=(chunk.id,)).with_id())
+    return out

@@ -1,0 +1,114 @@
+"""`promptly train`: instantiate the datamodule, module, callbacks, loggers and trainer from the
+config, fit (and optionally test), export the model, and return the optimised metric to sweepers.
+
+    promptly train experiment=smoke
+    promptly train -m model.peft.r=4,8 optim.lr=1e-4,3e-4 experiment=smollm2_135m_lora
+    promptly train experiment=smollm2_135m_lora hparams_search=optuna
+    promptly train experiment=smoke ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.strategies import FSDPStrategy
+from omegaconf import DictConfig, OmegaConf
+
+import promptly.utils.schemas  # noqa: F401  (registers the config schemas before Hydra composes)
+from promptly.hydra_entry import hydra_entry
+from promptly.model.export import export_model
+from promptly.model.factory import ModelFactory
+from promptly.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from promptly.utils.redact import redacted_container
+from promptly.utils.task_wrapper import metric_value, task_wrapper
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(value: Any) -> Any:
+    """`auto`: bf16 mixed precision on GPUs that have bf16, fp16 mixed on older GPUs, fp32 on CPUs."""
+    if str(value) != "auto":
+        return value
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def instantiate_with(node: DictConfig, **objects: Any) -> Any:
+    """Instantiate a config node with live objects as extra arguments (schemas are closed to new keys)."""
+    plain = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return instantiate(plain, **objects)
+
+
+def build(cfg: DictConfig) -> dict[str, Any]:
+    """Every object of a run, nothing started: tests and benchmarks reuse it."""
+    L.seed_everything(int(cfg.seed), workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    factory: ModelFactory = instantiate(cfg.model)
+    tokenizer = factory.load_tokenizer()
+    embedder = instantiate(cfg.embedder) if str(cfg.data.task) in ("rag_qa", "Task.rag_qa") else None
+    datamodule = instantiate_with(cfg.data, store=instantiate(cfg.store), tokenizer=tokenizer, embedder=embedder,
+                                  context_length=factory.context_length,
+                                  attn_implementation=factory.attn_implementation)
+    module = instantiate_with(cfg.module, model=factory, tokenizer=tokenizer, optimizer=instantiate(cfg.optim),
+                              scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate_with(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                          precision=resolve_precision(cfg.trainer.precision))
+    return {"cfg": cfg, "factory": factory, "tokenizer": tokenizer, "datamodule": datamodule, "module": module,
+            "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """One training run (no failure handling: `train` adds it)."""
+    objects = build(cfg)
+    trainer: L.Trainer = objects["trainer"]
+    datamodule, module = objects["datamodule"], objects["module"]
+    for logger in objects["loggers"]:
+        logger.log_hyperparams(redacted_container(cfg))
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(_floats(trainer.callback_metrics))
+    checkpoint: Any = trainer.checkpoint_callback
+    best = str(checkpoint.best_model_path) if checkpoint is not None else ""
+    objects["best_model_path"] = best or None
+    if cfg.get("test", False):
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update(_floats(trainer.callback_metrics))
+    for split, stats in datamodule.stats.items():
+        metrics.update({f"data/{split}_{k}": float(v) for k, v in stats.items()})
+    for logger in objects["loggers"]:
+        logger.log_hyperparams({"data_stats": datamodule.stats})
+    if cfg.get("export", False) and trainer.is_global_zero and module.net is not None:
+        if isinstance(trainer.strategy, FSDPStrategy):
+            log.warning("export skipped under FSDP: convert the sharded checkpoint %s instead", best)
+        else:
+            # The best weights (already loaded if the test ran on them), else the final ones.
+            objects["export_dir"] = export_model(module, Path(cfg.paths.output_dir) / "model",
+                                                 None if cfg.get("test", False) else best or None)
+    return metrics, objects
+
+
+train = task_wrapper(run)
+
+
+@hydra_entry("train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = train(cfg)
+    return metric_value(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

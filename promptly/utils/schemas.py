@@ -1,0 +1,23 @@
+"""Registers the structured-config schemas in Hydra's ConfigStore (imported by every entry point).
+
+Group files name their schema first in their defaults list (`- base_data`), the pattern of Hydra's
+"static schema with many configs" tutorial, so `data.batch_szie=4` fails listing the valid keys.
+"""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from promptly.data.config import DataConfig
+from promptly.model.config import ModelConfig, PeftConfig
+
+
+def register_schemas() -> None:
+    """Idempotent: storing a node again replaces it."""
+    cs = ConfigStore.instance()
+    cs.store(group="data", name="base_data", node=DataConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="model/peft", name="base_peft", node=PeftConfig)
+
+
+register_schemas()

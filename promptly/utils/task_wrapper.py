@@ -1,0 +1,97 @@
+"""task_wrapper: every run leaves a redacted config and a result.json, closes W&B, and a failure is
+logged and recorded before it propagates, so Hydra marks that job failed and runs the next one."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig
+
+from promptly.utils.naming import run_identity
+from promptly.utils.redact import redact_run_files, redact_text, redacted_container
+from promptly.utils.results import RunResult, write_result
+
+log = logging.getLogger(__name__)
+
+
+
+class JobFailed(RuntimeError):
+    """A sweep job's failure, re-raised as an error Hydra records against that job.
+
+    Entry points turn user errors (ValueError, StoreError) into SystemExit for a clean message; inside
+    a multirun that would end the whole sweep, so there the original error travels wrapped in this.
+    """
+
+
+Task = Callable[[DictConfig], tuple[dict[str, float], dict[str, Any]]]
+
+
+def save_config(cfg: DictConfig, output_dir: Path) -> Path:
+    """<run>/config.yaml: the composed, resolved config without secrets; Hydra's own copies under
+    .hydra/ are redacted in place (a URL with a password given on the command line ends up there)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    redact_run_files(output_dir / ".hydra")
+    path = output_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(redacted_container(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def close_wandb(failed: bool) -> None:
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The optimised metric for sweepers; a missing one is an error naming the ones that exist."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+    return float(metrics[name])
+
+
+def task_wrapper(task: Task) -> Task:
+    @wraps(task)
+    def wrapped(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+        output_dir = Path(cfg.paths.output_dir)
+        ident = run_identity()
+        save_config(cfg, output_dir)
+        started = time.perf_counter()
+        result = RunResult(status="failed", task_name=str(cfg.get("task_name", "train")),
+                           experiment=ident.experiment, overrides=ident.overrides,
+                           optimized_metric=cfg.get("optimized_metric"), output_dir=str(output_dir),
+                           job_num=ident.job_num)
+        try:
+            metrics, objects = task(cfg)
+        except BaseException as err:
+            log.exception("run failed: %s", output_dir)
+            result.error = redact_text(f"{type(err).__name__}: {err}")[:2000]
+            result.duration_s = time.perf_counter() - started
+            write_result(output_dir, result)
+            close_wandb(failed=True)
+            if ident.multirun and not isinstance(err, KeyboardInterrupt):
+                raise JobFailed(f"job {ident.job_num} failed: {result.error}") from err
+            raise
+        result.status = "ok"
+        result.metrics = metrics
+        result.duration_s = time.perf_counter() - started
+        result.best_model_path = objects.get("best_model_path")
+        try:
+            result.value = metric_value(metrics, result.optimized_metric)
+        finally:
+            write_result(output_dir, result)
+            close_wandb(failed=False)
+        log.info("run finished in %.1fs: %s", result.duration_s, output_dir)
+        return metrics, objects
+
+    return wrapped
