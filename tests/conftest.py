@@ -114,6 +114,8 @@ def resolved(cfg):  # type: ignore[no-untyped-def]
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(Path.cwd())
         cfg.hydra.runtime.cwd = str(Path.cwd())
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "0"
     HydraConfig.instance().set_config(cfg)
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(out):

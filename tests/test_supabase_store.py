@@ -149,3 +149,16 @@ def test_server_answers_like_postgrest(supabase_contract_store: SupabaseStore,
         assert denied.status_code == 401 and denied.json()["code"] == "42501"
         counted = http.head(f"{rest}/chunks", headers={**anon, "Prefer": "count=exact"})
         assert counted.status_code == 200 and counted.headers["Content-Range"] == "*/0"
+
+
+def test_conversations_over_rest(supabase_contract_store: SupabaseStore, supabase_rest: PostgrestServer) -> None:
+    """The anon key records conversations and feedback but cannot read them; the service key reads."""
+    anon = SupabaseStore(supabase_rest.url, supabase_rest.anon_key, embedding_dim=384)
+    service = supabase_contract_store
+    liked = anon.add_conversation("Which port?", "Port 8080.", model_version="v1")
+    disliked = anon.add_conversation("Which flag?", "--force.")
+    assert anon.set_feedback(liked, "up") and anon.set_feedback(disliked, "down")
+    with pytest.raises(StoreConnectionError, match="conversations"):  # anon has no read grant at all
+        list(anon.iter_conversations())
+    assert [c.question for c in service.iter_conversations(feedback="up")] == ["Which port?"]
+    assert {c.id for c in service.iter_conversations()} == {liked, disliked}

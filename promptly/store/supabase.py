@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -12,7 +13,15 @@ from postgrest import APIError, APIResponse, CountMethod, ReturnMethod
 from supabase import Client, ClientOptions, create_client
 
 from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
-from promptly.store.base import SchemaMismatchError, StoreConnectionError, StoreError, check_dimension
+from promptly.store.base import (
+    Conversation,
+    Feedback,
+    SchemaMismatchError,
+    StoreConnectionError,
+    StoreError,
+    check_dimension,
+    check_feedback,
+)
 from promptly.store.migrations import load_migrations
 
 SCHEMA_HINT = (
@@ -226,6 +235,32 @@ class SupabaseStore:
         for r in self._pages(query, batch_size, "reading QA pairs"):
             yield QAPair(question=r["question"], answer=r["answer"], document_id=r["document_id"],
                          split=r["split"], chunk_ids=tuple(r["chunk_ids"] or ()), id=r["id"])
+
+    # -- conversations ------------------------------------------------------------------------
+    def add_conversation(self, question: str, answer: str, chunk_ids: Sequence[str] = (),
+                         model_version: str | None = None, feedback: Feedback | None = None) -> str:
+        """Insert with a client-made id and no read-back: the anonymous role may write but not read."""
+        conversation_id = str(uuid.uuid4())
+        row = {"id": conversation_id, "question": question, "answer": answer, "chunk_ids": list(chunk_ids),
+               "feedback": check_feedback(feedback), "model_version": model_version}
+        self._run(self.client.table("conversations").insert(row, returning=ReturnMethod.minimal),
+                  "recording a conversation")
+        return conversation_id
+
+    def set_feedback(self, conversation_id: str, feedback: Feedback | None) -> bool:
+        params = {"conversation_id": str(uuid.UUID(conversation_id)), "new_feedback": check_feedback(feedback)}
+        return bool(self._run(self.client.rpc("promptly_set_feedback", params), "setting feedback").data)
+
+    def iter_conversations(self, feedback: Feedback | None = None, batch_size: int = 500
+                           ) -> Iterator[Conversation]:
+        def query() -> Any:
+            q = self.client.table("conversations").select(
+                "id,question,answer,chunk_ids,feedback,model_version,created_at")
+            return (q.eq("feedback", check_feedback(feedback)) if feedback else q).order("created_at").order("id")
+        for r in self._pages(query, batch_size, "reading conversations"):
+            yield Conversation(id=r["id"], question=r["question"], answer=r["answer"],
+                               chunk_ids=tuple(r["chunk_ids"] or ()), feedback=r["feedback"],
+                               model_version=r["model_version"], created_at=r["created_at"])
 
     # -- search -------------------------------------------------------------------------------
     def search(

@@ -246,9 +246,16 @@ class PostgrestServer:
                         sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in names))
                 conflict = sql.SQL(" on conflict ({}) {}").format(
                     sql.SQL(", ").join(map(sql.Identifier, target or self._primary_key(conn, tbl))), action)
-            write = sql.SQL("with w as (insert into {tbl} ({cols}) select {cols} from "
-                            "jsonb_populate_recordset(null::{tbl}, %s){conflict} returning *) ").format(
+            insert = sql.SQL("insert into {tbl} ({cols}) select {cols} from "
+                             "jsonb_populate_recordset(null::{tbl}, %s){conflict}").format(
                 tbl=tbl, cols=sql.SQL(", ").join(map(sql.Identifier, names)), conflict=conflict)
+            if prefer.get("return") != "representation":
+                # Like PostgREST: no RETURNING without return=representation, so a role that may insert
+                # but not read (RLS) can still write.
+                n_written = conn.execute(insert, [json.dumps(rows)]).rowcount
+                count = n_written if prefer.get("count") else "*"
+                return 201, {"Content-Range": f"*/{count}"}, ""
+            write = sql.SQL("with w as (") + insert + sql.SQL(" returning *) ")
             row = conn.execute(write + out.format(cols, sql.Identifier("w")), [json.dumps(rows)]).fetchone()
         elif method == "DELETE":
             write = sql.SQL("with w as (delete from {} where {} returning *) ").format(tbl, where)
