@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptly.data.batching import pack_rows  # noqa: E402
-from promptly.data.collate import Collator  # noqa: E402
-from promptly.model.loss import supervised_loss  # noqa: E402
+from promptly.data.batching import pack_rows
+from promptly.data.collate import Collator
+from promptly.model.loss import supervised_loss
 
 
 def qwen2_05b(vocab_size: int) -> torch.nn.Module:
