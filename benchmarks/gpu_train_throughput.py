@@ -4,10 +4,11 @@ Self-contained for a GPU machine without internet: it builds a Qwen2-0.5B-shaped
 config (random weights, bf16), makes a synthetic RAG-like dataset (long prompts, short answers:
 prompt 250-900 tokens, answer 16-96), and times, in one run on the same examples:
 
-- promptly: examples packed into rows of --max-length tokens (promptly.data.batching.pack_rows +
-  promptly.data.collate.Collator, position_ids restart per example so nothing attends across
-  examples) and promptly's loss (promptly.model.loss.supervised_loss: LM head only on supervised
-  positions);
+- promptly grouped (its default with sdpa attention, `data.batching=auto`): length-grouped batches
+  (promptly.data.batching.plan_batches) and promptly's loss (promptly.model.loss.supervised_loss: LM
+  head only on supervised positions);
+- promptly packed (`data.batching=packed`, the default only with varlen flash attention): rows of
+  --max-length tokens, position_ids restarting per example so nothing attends across examples;
 - baseline: the usual padded batches (length-unsorted, right padding, attention_mask) and the full
   forward (logits for every position), i.e. what transformers' Trainer + a padding collator does.
 
@@ -28,8 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptly.data.batching import pack_rows
+from promptly.data.batching import pack_rows, plan_batches
 from promptly.data.collate import Collator
+from promptly.data.config import Batching
 from promptly.model.loss import supervised_loss
 
 
@@ -58,6 +60,12 @@ def packed_batches(examples: list[tuple[np.ndarray, int]], max_length: int, rows
     rows = pack_rows(list(range(len(examples))), lengths, max_length)
     rows = [[examples[i] for i in row] for row in rows]
     return [rows[i : i + rows_per_batch] for i in range(0, len(rows), rows_per_batch)]
+
+
+def grouped_batches(examples: list[tuple[np.ndarray, int]], batch_size: int, max_length: int) -> list[list]:
+    lengths = np.array([len(ids) for ids, _ in examples])
+    plan = plan_batches(lengths, Batching.grouped, batch_size, max_length, shuffle=True, seed=0, epoch=0)
+    return [[[examples[i] for i in row] for row in batch] for batch in plan]
 
 
 def padded_batches(examples: list[tuple[np.ndarray, int]], batch_size: int) -> list[list]:
@@ -123,7 +131,9 @@ def main() -> None:
     per_batch = sum(len(ids) for row in packed[0] for ids, _ in row)
     mean_len = float(np.mean([len(ids) for ids, _ in examples]))
     # The baseline sees about as many real tokens per step as promptly does.
-    padded = padded_batches(examples, max(1, round(per_batch / mean_len)))
+    batch_size = max(1, round(per_batch / mean_len))
+    padded = padded_batches(examples, batch_size)
+    grouped = grouped_batches(examples, batch_size, args.max_length)
     model = qwen2_05b(args.vocab)
     model.gradient_checkpointing_enable()
     model.config.use_cache = False
@@ -131,8 +141,10 @@ def main() -> None:
     print(f"Qwen2-0.5B-shaped model, {n_params / 1e6:.0f}M parameters, bf16, sdpa, gradient checkpointing; "
           f"{len(examples)} examples; packed rows of {args.max_length} x {args.rows}; "
           f"padded batches of {len(padded[0])}", flush=True)
-    ours = run("promptly packed", model, packed, Collator(0, packed=True), supervised_loss, args.steps,
-               args.warmup, n_params, args.peak_tflops)
+    ours = run("promptly grouped (default, sdpa)", model, grouped, Collator(0, packed=False), supervised_loss,
+               args.steps, args.warmup, n_params, args.peak_tflops)
+    run("promptly packed", model, packed, Collator(0, packed=True), supervised_loss, args.steps,
+        args.warmup, n_params, args.peak_tflops)
     base = run("padded baseline", model, padded, Collator(0, packed=False), baseline_loss, args.steps,
                args.warmup, n_params, args.peak_tflops)
     print(f"supervised_tokens_per_s={ours['supervised_tok_s']:.0f} peak_mem_gib={ours['peak_mem_gib']:.1f} "
