@@ -1,154 +1,203 @@
-"""Training throughput of a 0.5B-class model on one GPU: promptly's packed step against a padded baseline.
+"""promptly's training step on one GPU: a 0.5B-class Qwen2-style model, random weights, bf16.
 
-Self-contained for a GPU machine without internet: it builds a Qwen2-0.5B-shaped model from its
-config (random weights, bf16), makes a synthetic RAG-like dataset (long prompts, short answers:
-prompt 250-900 tokens, answer 16-96), and times, in one run on the same examples:
+Needs only the repository and torch/transformers/lightning (no internet, no downloads): the model is
+built from a config (Qwen2.5-0.5B's shape), and the data are the sample corpus's QA examples tokenized
+with the tiny local tokenizer (token ids are valid for any larger vocabulary), or, if the sample
+corpus is missing, a small synthetic set with the same shape (prompts of 300-1000 tokens, answers of
+20-40). Batches are packed rows (data.batching=packed): several examples per row, positions restarting,
+no attention across examples.
 
-- promptly grouped (its default with sdpa attention, `data.batching=auto`): length-grouped batches
-  (promptly.data.batching.plan_batches) and promptly's loss (promptly.model.loss.supervised_loss: LM
-  head only on supervised positions);
-- promptly packed (`data.batching=packed`, the default only with varlen flash attention): rows of
-  --max-length tokens, position_ids restarting per example so nothing attends across examples;
-- baseline: the usual padded batches (length-unsorted, right padding, attention_mask) and the full
-  forward (logits for every position), i.e. what transformers' Trainer + a padding collator does.
+It runs --steps optimizer steps through Lightning + RagLitModule (the code `promptly train` runs) and
+prints, over the steps after --warmup: supervised (answer) tokens/s, all tokens/s, peak memory, and
+MFU = useful model FLOPs / (time x --peak-tflops). Useful FLOPs count what the step computes: 6 x
+non-embedding parameters per token, the LM head only at supervised positions (promptly's loss skips
+it elsewhere), and causal attention within each example (6 x layers x hidden x length^2 per example).
 
-Tokens per second count supervised tokens (answer tokens: non-padding, non-masked). Model FLOPs
-utilisation = 6 x parameters x non-padding tokens processed per second / --peak-tflops (attention
-FLOPs excluded, so MFU is a lower bound). Peak memory is torch.cuda.max_memory_allocated.
+    python benchmarks/gpu_train_throughput.py                      # H100 bf16 dense peak: 989 TFLOPS
+    python benchmarks/gpu_train_throughput.py --attn flash_attention_2 --rows 16 --row-length 4096
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import json
+import tempfile
 import time
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
 
-from promptly.data.batching import pack_rows, plan_batches
-from promptly.data.collate import Collator
-from promptly.data.config import Batching
-from promptly.model.loss import supervised_loss
-
-
-def qwen2_05b(vocab_size: int) -> torch.nn.Module:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(vocab_size=vocab_size, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                         tie_word_embeddings=True, rope_theta=1_000_000.0)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(config).to(dtype=torch.bfloat16, device="cuda")
+QWEN2_0_5B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+              "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
+              "rope_theta": 1_000_000.0, "tie_word_embeddings": True, "rms_norm_eps": 1e-6}
 
 
-def synthetic_examples(n: int, vocab: int, seed: int) -> list[tuple[np.ndarray, int]]:
-    rng = np.random.default_rng(seed)
+CPU_SMOKE = {**QWEN2_0_5B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 32000}
+
+
+class RandomQwen2:
+    """The factory interface RagLitModule builds from (build, adapter_only, name_or_path), with a
+    Qwen2 model from config and random weights instead of a Hub checkpoint."""
+
+    name_or_path = "qwen2-0.5b-random"
+    adapter_only = False
+    is_tiny = False
+
+    def __init__(self, attn: str, seed: int, shape: dict[str, Any]) -> None:
+        self.attn_implementation, self.seed, self.shape = attn, seed, shape
+
+    def build(self) -> Any:
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        config = Qwen2Config(**self.shape, attn_implementation=self.attn_implementation, use_cache=False)
+        torch.manual_seed(self.seed)
+        model = Qwen2ForCausalLM(config)
+        model.train()
+        return model
+
+
+def sample_examples(max_length: int) -> list[tuple[list[int], int]]:
+    """The sample corpus's QA pairs, prompt = question + the answer's document (cut to max_length)."""
+    from promptly.data.config import PromptConfig
+    from promptly.data.encoding import ExampleEncoder
+    from promptly.data.prompts import PromptBuilder
+    from promptly.model.config import TinyConfig
+    from promptly.model.tiny import load_tiny_tokenizer
+
+    tokenizer = load_tiny_tokenizer(TinyConfig(corpus_dir=str(SAMPLE), cache_dir=tempfile.mkdtemp()))
+    encoder = ExampleEncoder(tokenizer, PromptBuilder(PromptConfig(), tokenizer), max_length)
     out = []
-    for _ in range(n):
-        prompt, answer = int(rng.integers(250, 900)), int(rng.integers(16, 96))
-        out.append((rng.integers(10, vocab, prompt + answer).astype(np.int64), prompt))
+    for line in (SAMPLE / "qa.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        doc = (SAMPLE / "docs" / row["document_id"]).read_text(errors="replace")
+        context = doc[: 600 + zlib.crc32(row["question"].encode()) % 3000]  # varied, reproducible lengths
+        enc = encoder.encode_qa(row["question"], context, row["answer"])
+        if enc is not None:
+            out.append((enc.input_ids, enc.prompt_len))
     return out
 
 
-def packed_batches(examples: list[tuple[np.ndarray, int]], max_length: int, rows_per_batch: int) -> list[list]:
-    lengths = np.array([len(ids) for ids, _ in examples])
-    rows = pack_rows(list(range(len(examples))), lengths, max_length)
-    rows = [[examples[i] for i in row] for row in rows]
-    return [rows[i : i + rows_per_batch] for i in range(0, len(rows), rows_per_batch)]
+def synthetic_examples(n: int, seed: int) -> list[tuple[list[int], int]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        prompt, answer = int(rng.integers(300, 1000)), int(rng.integers(20, 40))
+        out.append((rng.integers(10, 32000, prompt + answer).tolist(), prompt))
+    return out
 
 
-def grouped_batches(examples: list[tuple[np.ndarray, int]], batch_size: int, max_length: int) -> list[list]:
-    lengths = np.array([len(ids) for ids, _ in examples])
-    plan = plan_batches(lengths, Batching.grouped, batch_size, max_length, shuffle=True, seed=0, epoch=0)
-    return [[[examples[i] for i in row] for row in batch] for batch in plan]
-
-
-def padded_batches(examples: list[tuple[np.ndarray, int]], batch_size: int) -> list[list]:
-    return [[[ex] for ex in examples[i : i + batch_size]] for i in range(0, len(examples), batch_size)]
-
-
-def baseline_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full forward with logits everywhere, as a stock causal-LM step computes them."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    targets = batch["labels"][:, 1:]
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                             targets.reshape(-1), ignore_index=-100, reduction="sum")
-    return loss, (targets != -100).sum()
-
-
-def run(name: str, model: torch.nn.Module, batches: list[list], collator: Collator, loss_fn, steps: int,
-        warmup: int, n_params: int, peak_tflops: float) -> dict[str, float]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    torch.cuda.reset_peak_memory_stats()
-    supervised = nonpad = 0
-    started = 0.0
-    for step in range(warmup + steps):
-        raw = collator(batches[step % len(batches)])
-        batch = {k: v.cuda(non_blocking=True) for k, v in raw.items()}
-        if step == warmup:
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            supervised = nonpad = 0
-        loss_sum, n = loss_fn(model, batch)
-        (loss_sum / n.clamp(min=1)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        supervised += int(raw["n_supervised"])
-        nonpad += int(sum(len(ids) for row in batches[step % len(batches)] for ids, _ in row))
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
-    result = {"supervised_tok_s": supervised / seconds, "tok_s": nonpad / seconds,
-              "mfu": 6 * n_params * nonpad / seconds / (peak_tflops * 1e12),
-              "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
-    print(f"[{name}] supervised tokens/s={result['supervised_tok_s']:,.0f} non-padding tokens/s="
-          f"{result['tok_s']:,.0f} MFU={result['mfu']:.1%} peak memory={result['peak_mem_gib']:.1f} GiB",
-          flush=True)
-    del opt
-    torch.cuda.empty_cache()
-    return result
+def useful_flops(batch: dict[str, torch.Tensor], non_embedding: int, hidden: int, vocab: int, layers: int) -> float:
+    """Forward + backward FLOPs of one packed batch, as promptly computes it (see the docstring)."""
+    lengths = batch["seq_lengths"].tolist()
+    attention = 6 * layers * hidden * sum(n * n for n in lengths)  # causal: half of 12*L*H*n^2
+    return 6.0 * non_embedding * sum(lengths) + 6.0 * hidden * vocab * int(batch["n_supervised"]) + attention
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=8192, help="packed row length (tokens)")
-    parser.add_argument("--rows", type=int, default=2, help="packed rows per batch")
-    parser.add_argument("--examples", type=int, default=2400)
-    parser.add_argument("--vocab", type=int, default=151_936)
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=8, help="packed rows per batch")
+    parser.add_argument("--row-length", type=int, default=4096, help="tokens per packed row")
+    parser.add_argument("--batching", default="packed", choices=["packed", "grouped"],
+                        help="grouped: length-grouped padded batches of about rows x row-length tokens")
+    parser.add_argument("--attn", default="sdpa", help="sdpa, flash_attention_2, flex_attention, eager")
+    parser.add_argument("--precision", default="bf16-mixed", help="Lightning precision: bf16-mixed or bf16-true")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak")
+    parser.add_argument("--synthetic", action="store_true", help="skip the sample corpus")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu-smoke", action="store_true",
+                        help="functional check without a GPU: 2-layer model, 4 CPU steps (numbers meaningless)")
     args = parser.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = True
-    print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
-    examples = synthetic_examples(args.examples, args.vocab, seed=0)
-    packed = packed_batches(examples, args.max_length, args.rows)
-    per_batch = sum(len(ids) for row in packed[0] for ids, _ in row)
-    mean_len = float(np.mean([len(ids) for ids, _ in examples]))
-    # The baseline sees about as many real tokens per step as promptly does.
-    batch_size = max(1, round(per_batch / mean_len))
-    padded = padded_batches(examples, batch_size)
-    grouped = grouped_batches(examples, batch_size, args.max_length)
-    model = qwen2_05b(args.vocab)
-    model.gradient_checkpointing_enable()
-    model.config.use_cache = False
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"Qwen2-0.5B-shaped model, {n_params / 1e6:.0f}M parameters, bf16, sdpa, gradient checkpointing; "
-          f"{len(examples)} examples; packed rows of {args.max_length} x {args.rows}; "
-          f"padded batches of {len(padded[0])}", flush=True)
-    ours = run("promptly grouped (default, sdpa)", model, grouped, Collator(0, packed=False), supervised_loss,
-               args.steps, args.warmup, n_params, args.peak_tflops)
-    run("promptly packed", model, packed, Collator(0, packed=True), supervised_loss, args.steps,
-        args.warmup, n_params, args.peak_tflops)
-    base = run("padded baseline", model, padded, Collator(0, packed=False), baseline_loss, args.steps,
-               args.warmup, n_params, args.peak_tflops)
-    print(f"supervised_tokens_per_s={ours['supervised_tok_s']:.0f} peak_mem_gib={ours['peak_mem_gib']:.1f} "
-          f"mfu={ours['mfu']:.3f} vs_padded={ours['supervised_tok_s'] / base['supervised_tok_s']:.2f}")
+    shape, accelerator = QWEN2_0_5B, "gpu"
+    if args.cpu_smoke:
+        shape, accelerator = CPU_SMOKE, "cpu"
+        args.steps, args.warmup, args.rows, args.row_length, args.precision = 4, 1, 2, 512, "32-true"
+    elif not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU visible: this benchmark is for a GPU machine (or pass --cpu-smoke)")
+    cuda = accelerator == "gpu"
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from promptly.data.batching import EpochBatchSampler, ResumableDataLoader, RowDataset
+    from promptly.data.collate import Collator
+    from promptly.data.config import Batching
+    from promptly.data.token_cache import TokenFile, TokenFileWriter
+    from promptly.model.callbacks import SupervisedThroughput
+    from promptly.model.module import RagLitModule
+    from promptly.model.schedulers import warmup_cosine
+
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    source = "synthetic"
+    rows = []
+    if not args.synthetic and (SAMPLE / "qa.jsonl").is_file():
+        rows, source = sample_examples(min(args.row_length, 2048)), "sample corpus"
+    if not rows:
+        rows = synthetic_examples(512, args.seed)
+    need = args.rows * args.row_length * (args.steps + 2)
+    reps = max(1, -(-need // sum(len(ids) for ids, _ in rows)))
+    work = Path(tempfile.mkdtemp())
+    writer = TokenFileWriter(work / "data", "train")
+    for _ in range(reps):
+        for ids, prompt_len in rows:
+            writer.add(ids, prompt_len)
+    writer.close()
+    file = TokenFile.open(work / "data", "train")
+    packed = args.batching == "packed"
+    per_batch = args.rows if packed else max(1, round(args.rows * args.row_length / float(file.lengths.mean())))
+    sampler = EpochBatchSampler(file.lengths, Batching(args.batching), per_batch, args.row_length, True, args.seed)
+    loader = ResumableDataLoader(RowDataset(file), sampler, Collator(0, packed=packed, pad_to_multiple_of=64),
+                                 num_workers=2)
+
+    factory = RandomQwen2(args.attn, args.seed, shape)
+    hidden, layers, vocab = shape["hidden_size"], shape["num_hidden_layers"], shape["vocab_size"]
+    stats: dict[str, float] = {"tokens": 0, "supervised": 0, "flops": 0.0, "start": 0.0, "steps": 0,
+                               "non_embedding": 0}
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    class Measure(L.Callback):
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, idx: int) -> None:
+            stats["steps"] += 1
+            if stats["steps"] == args.warmup:
+                stats["non_embedding"] = sum(p.numel() for n, p in module.net.named_parameters() if "embed" not in n)
+                sync()
+                stats["start"] = time.perf_counter()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+            elif stats["steps"] > args.warmup:
+                stats["tokens"] += int(batch["n_tokens"])
+                stats["supervised"] += int(batch["n_supervised"])
+                stats["flops"] += useful_flops(batch, int(stats["non_embedding"]), hidden, vocab, layers)
+
+    module = RagLitModule(factory, tokenizer=None, optimizer=lambda params: torch.optim.AdamW(
+        params, lr=3e-4, weight_decay=0.01), scheduler=lambda optimizer, total_steps: warmup_cosine(
+        optimizer, total_steps, 0.05), samples=0)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=args.precision, max_steps=args.steps,
+                        logger=CSVLogger(str(work)), enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0, gradient_clip_val=1.0, use_distributed_sampler=False,
+                        callbacks=[SupervisedThroughput(log_every_n_steps=10), Measure()])
+    trainer.fit(module, train_dataloaders=loader)
+    sync()
+    seconds = time.perf_counter() - stats["start"]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+    mfu = stats["flops"] / seconds / (args.peak_tflops * 1e12)
+    device = torch.cuda.get_device_name() if cuda else "cpu (smoke check)"
+    print(f"device={device} data={source} attn={args.attn} precision={args.precision} batching={args.batching} "
+          f"rows={args.rows}x{args.row_length} steps={args.steps - args.warmup} timed")
+    print(f"tokens_per_sec={stats['tokens'] / seconds:.0f} supervised_tokens_per_sec="
+          f"{stats['supervised'] / seconds:.0f} peak_memory_gib={peak:.1f} mfu={mfu:.3f}")
 
 
 if __name__ == "__main__":

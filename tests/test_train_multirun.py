@@ -58,6 +58,8 @@ def wandb_run(job: Path) -> dict[str, Any]:
             out["config"].update({i.key: json.loads(i.value_json) for i in r.config.update})
         elif kind == "history":
             out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+        elif kind == "artifact":
+            out.setdefault("artifacts", []).append((r.artifact.type, [m.path for m in r.artifact.manifest.contents]))
     return out
 
 
@@ -71,7 +73,8 @@ def sweep(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPath
     # No paths.root_dir: it defaults to ${hydra:runtime.cwd}, which a sweep must resolve before its jobs.
     args = [sys.executable, "-m", "promptly.cli", "train", "-m",
             f"paths.data_dir={SAMPLE_DATA}", f"paths.state_dir={tiny_state}", f"paths.log_dir={tmp / 'logs'}",
-            "store=postgres", f"store.url='{url}'", *FAST, "logger=wandb", "data.batch_size=8",
+            "store=postgres", f"store.url='{url}'", *FAST, "logger=wandb", "logger.wandb.log_model=true",
+            "data.batch_size=8",
             "data.limit.train=16", "data.limit.validation=4", "data.limit.test=0", f"data.cache_dir={tmp / 'data'}",
             "trainer.max_epochs=2", "module.samples=2", "module.max_new_tokens=8",
             "trainer.log_every_n_steps=1", "callbacks.throughput.log_every_n_steps=1",
@@ -112,6 +115,8 @@ def test_each_job_logs_its_redacted_config_and_metrics_to_wandb_offline(sweep: d
         assert "password=***" in run["config"]["store"]["url"]
         logged = {k for row in run["history"] for k in row}
         assert {"train/loss_step", "val/loss", "val/ppl", "train/supervised_tokens_per_sec"} <= logged
+        models = [paths for kind, paths in run.get("artifacts", []) if kind == "model"]
+        assert ["model.ckpt"] in models  # the checkpoints, logged as artifacts (logger.wandb.log_model=true)
         final = [row["val/loss"] for row in run["history"] if "val/loss" in row][-1]
         assert final == pytest.approx(read_result(sweep_dir / str(num) / "result.json").metrics["val/loss"])
     for path in sweep_dir.rglob("*"):  # nothing in any run folder holds the password

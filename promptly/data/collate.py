@@ -51,6 +51,8 @@ class Collator:
             "labels": torch.from_numpy(labels),
             "n_supervised": torch.tensor(int((labels[:, 1:] != IGNORE_INDEX).sum())),
             "n_examples": torch.tensor(sum(len(row) for row in rows)),
+            "n_tokens": torch.tensor(sum(lengths)),
+            "seq_lengths": torch.tensor([len(ids) for row in rows for ids, _ in row]),
         }
         if self.packed:
             batch["position_ids"] = torch.from_numpy(positions)

@@ -28,7 +28,8 @@ class Batching(StrEnum):
     """How examples become batches (see promptly/data/batching.py for the measured trade-offs)."""
 
     auto = "auto"
-    """`packed` where the attention kernel takes packed rows at no extra cost, else `grouped`."""
+    """`packed` with flash-attention (varlen) or flex attention, which skip across-example work; else
+    `grouped` (measured: see promptly/data/batching.py)."""
     packed = "packed"
     """Several examples per row, positions restarting per example, no attention across them."""
     grouped = "grouped"

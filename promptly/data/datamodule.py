@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -140,7 +141,9 @@ class RagDataModule(L.LightningDataModule):
             stats = self._prepare_rag() if self.task == Task.rag_qa else self._prepare_causal()
         finally:
             self.store.close()
-        self.manifest_path.write_text(json.dumps({"fingerprint": self.fingerprint(), "stats": stats}, indent=2))
+        tmp = self.manifest_path.with_name(f".manifest.{os.getpid()}.json")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint(), "stats": stats}, indent=2))
+        tmp.replace(self.manifest_path)  # written last: its presence means every split is complete
         for split, s in stats.items():
             if s["context_truncated"] or s["dropped"]:
                 log.warning("%s: %d of %d examples lost context tokens to fit max_length=%d (%d tokens in all); "
@@ -184,6 +187,7 @@ class RagDataModule(L.LightningDataModule):
             writer.close()
             (self.cache_dir / f"{split}.samples.json").write_text(json.dumps(samples))
             stats[split] = st.as_dict()
+            spool.unlink(missing_ok=True)
         shutil.rmtree(spool_dir, ignore_errors=True)
         return stats
 

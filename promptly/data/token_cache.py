@@ -3,6 +3,7 @@ in Python objects, and a DDP run retrieves from the store only once (on rank 0).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +19,7 @@ class TokenFileWriter:
     def __init__(self, directory: Path, split: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory, self.split = directory, split
-        self._tmp_tokens = directory / f"{split}.tokens.tmp"
+        self._tmp_tokens = directory / f".{split}.tokens.{os.getpid()}.tmp"  # jobs may share a cache dir
         self._file: BinaryIO = self._tmp_tokens.open("wb")
         self._index: list[tuple[int, int, int]] = []
         self._offset = 0
@@ -38,8 +39,10 @@ class TokenFileWriter:
         """Publish the files (renamed into place, so a crash never leaves a half-written split)."""
         self._file.close()
         index = np.asarray(self._index, dtype=np.int64).reshape(-1, 3)
-        np.save(self.directory / f"{self.split}.index.npy", index)
+        tmp_index = self.directory / f".{self.split}.index.{os.getpid()}.npy"
+        np.save(tmp_index, index)
         self._tmp_tokens.replace(self.directory / f"{self.split}.tokens")
+        tmp_index.replace(self.directory / f"{self.split}.index.npy")
 
 
 @dataclass

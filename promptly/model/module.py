@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -23,9 +23,11 @@ from rich.console import Console
 from rich.table import Table
 from torchmetrics import MeanMetric
 
-from promptly.model.factory import ModelFactory
 from promptly.model.generation import exact_match, greedy_answers, token_f1
 from promptly.model.loss import supervised_loss
+
+if TYPE_CHECKING:  # the module runs without Hydra/OmegaConf (benchmarks/gpu_train_throughput.py)
+    from promptly.model.factory import ModelFactory
 
 log = logging.getLogger(__name__)
 

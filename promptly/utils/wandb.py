@@ -58,6 +58,12 @@ def wandb_logger(project: str = "promptly", entity: str | None = None, name: str
     ident = run_identity()
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     all_tags = list(dict.fromkeys([*ident.tags, *tags]))
-    return RedactingWandbLogger(project=project, entity=entity, name=name or ident.name, group=group or ident.group,
-                       tags=[t[:64] for t in all_tags], job_type=job_type, save_dir=save_dir,
-                       offline=wandb_offline(offline), log_model=log_model, **kwargs)
+    is_offline = wandb_offline(offline)
+    if is_offline and log_model:
+        # Lightning refuses log_model with offline=True, but W&B keeps artifacts of an offline run
+        # (uploaded by `wandb sync`): ask W&B itself for offline mode instead.
+        kwargs.setdefault("mode", "offline")
+        is_offline = False
+    return RedactingWandbLogger(project=project, entity=entity, name=name or ident.name,
+                                group=group or ident.group, tags=[t[:64] for t in all_tags], job_type=job_type,
+                                save_dir=save_dir, offline=is_offline, log_model=log_model, **kwargs)
