@@ -118,6 +118,8 @@ def test_eval_end_to_end_on_a_smoke_checkpoint(
     report = run_eval(_eval_config(tmp_path, tiny_state, ingested_url, out, run_dir))
     for name in ("report.json", "report.md", "metrics.png", "distributions.png", "config.yaml"):
         assert (out / name).is_file(), name
+    logged = [p.read_text() for p in out.rglob("metrics.csv")]  # the configured logger got the metrics
+    assert logged and "eval/bleu" in logged[0] and "eval/faithfulness" in logged[0]
     saved = json.loads((out / "report.json").read_text())
     assert saved["overall"] == report["overall"] and len(saved["per_example"]) == 8
     markdown = (out / "report.md").read_text()
