@@ -44,12 +44,19 @@ def report_user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
         try:
             return fn(cfg)
         except caught as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or _is_multirun():
+                raise  # in a multirun the launcher records the failed job and the others go on
             Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}")
             raise SystemExit(1) from None
 
     return wrapper
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

@@ -52,7 +52,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         torch.set_float32_matmul_precision("high")
     factory: ModelFactory = instantiate(cfg.model)
     tokenizer = factory.load_tokenizer()
-    embedder = instantiate(cfg.embedder) if str(cfg.data.task) in ("rag_qa", "Task.rag_qa") else None
+    embedder = instantiate(cfg.embedder) if str(cfg.data.task) == "rag_qa" else None
     datamodule = instantiate_with(cfg.data, store=instantiate(cfg.store), tokenizer=tokenizer, embedder=embedder,
                                   context_length=factory.context_length,
                                   attn_implementation=factory.attn_implementation)

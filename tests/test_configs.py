@@ -148,7 +148,12 @@ def _training_objects(cfg: DictConfig, tokenizer: Any) -> None:
                               scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
     assert isinstance(module, RagLitModule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))  # TensorBoard/MLflow import their package on first use
+    for node in (cfg.get("logger") or {}).values():
+        needs = {"TensorBoardLogger": ("tensorboard", "tensorboardX"), "MLFlowLogger": ("mlflow",)}.get(
+            str(node.get("_target_", "")).rsplit(".", 1)[-1], ())
+        if needs and not any(importlib.util.find_spec(n) for n in needs):
+            pytest.skip(f"{node._target_} needs `pip install {needs[0]}` (an optional extra; the config composes)")
+    loggers = instantiate_loggers(cfg.get("logger"))
     node, strategy = _trainer_node(cfg)
     trainer = instantiate_with(node, callbacks=callbacks, logger=loggers or False,
                                precision=resolve_precision(node.precision))

@@ -144,24 +144,4 @@ def _eval_config(tmp: Path, state: Path, url: str, out: Path, run_dir: Path | No
         overrides.append(f"run_dir={run_dir}")
     if ckpt:
         overrides.append(f"ckpt_path={ckpt}")
-    return _compose_eval(overrides + (extra or []), out)
-
-
-def _compose_eval(overrides: list[str], out: Path) -> Any:
-    import os
-
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
-
-    from .conftest import compose
-
-    cfg = compose("eval", overrides)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-        cfg.hydra.runtime.cwd = os.getcwd()
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "0"
-    HydraConfig.instance().set_config(cfg)
-    plain: Any = OmegaConf.to_container(cfg, resolve=True)
-    del plain["hydra"]
-    return OmegaConf.create(plain)
+    return train_config(overrides + (extra or []), out, config_name="eval")

@@ -46,9 +46,9 @@ def location(tmp: Path, state: Path, store_url: str, output_dir: Path | None = N
             f"store.url='{store_url}'"]
 
 
-def train_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose configs/train.yaml and resolve it outside a Hydra run (HydraConfig set, as in a job)."""
-    cfg = compose("train", overrides)
+def train_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose configs/<config_name>.yaml and resolve it outside a Hydra run (HydraConfig set, as in a job)."""
+    cfg = compose(config_name, overrides)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.runtime.cwd = os.getcwd()

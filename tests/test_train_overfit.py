@@ -10,7 +10,7 @@ import pytest
 
 from promptly.train import train
 
-from .test_train_common import FAST, location, tiny_state, train_config  # noqa: F401
+from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 
 
 class LossRecorder(L.Callback):
@@ -28,7 +28,8 @@ def test_tiny_model_overfits_eight_examples(ingested_url: str, tiny_state: Path,
     out = tmp_path / "run"
     LossRecorder.losses = []
     cfg = train_config([*location(tmp_path, tiny_state, ingested_url, out), *FAST, "debug=overfit",
-                        "callbacks=none", f"+callbacks.record._target_={__name__}.LossRecorder"], out)
+                        "callbacks=none", f"+callbacks.record._target_={__name__}.LossRecorder",
+                        "trainer.max_epochs=45", "trainer.check_val_every_n_epoch=45"], out)  # 45 of debug's 60
     metrics, objects = train(cfg)
     assert objects["datamodule"].stats["train"]["examples"] == 8
     losses = LossRecorder.losses

@@ -13,7 +13,7 @@ import torch
 from promptly.train import train
 from promptly.utils.results import read_result
 
-from .test_train_common import FAST, location, tiny_state, train_config  # noqa: F401
+from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 
 CRASH_AT = 7
 
