@@ -102,6 +102,12 @@ def corpus(tmp_path: Path, pg_store: PostgresStore, embedder: Embedder) -> dict[
     return chunks
 
 
+def local_generator(server: OpenAIServer) -> OpenAICompatibleGenerator:
+    """The real openai client pointed at the local chat-completions server."""
+    return OpenAICompatibleGenerator(model="local-model", base_url=server.base_url,
+                                     api_key_env="PROMPTLY_TEST_QA_KEY", max_retries=0)
+
+
 def counts(**nonzero: int) -> Counter[str]:
     return Counter({r: nonzero.get(r, 0) for r in REASONS})
 
@@ -110,8 +116,7 @@ def test_openai_compatible_generation_validates_counts_and_stores(
         corpus: dict[str, Chunk], pg_store: PostgresStore, embedder: Embedder) -> None:
     cfg = GenerationConfig(min_chunk_tokens=4)
     with OpenAIServer(openai_replies, api_key=API_KEY) as server:
-        generator = OpenAICompatibleGenerator(model="local-model", base_url=server.base_url,
-                                              api_key_env="PROMPTLY_TEST_QA_KEY", max_retries=0)
+        generator = local_generator(server)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("PROMPTLY_TEST_QA_KEY", API_KEY)
             report = generate_pairs(pg_store, embedder, generator, cfg)
@@ -143,8 +148,7 @@ def test_rerun_skips_chunks_with_pairs_and_regenerate_never_overwrites(
         corpus: dict[str, Chunk], pg_store: PostgresStore, embedder: Embedder) -> None:
     cfg = GenerationConfig(min_chunk_tokens=4)
     with OpenAIServer(openai_replies, api_key=API_KEY) as server:
-        generator = OpenAICompatibleGenerator(model="local-model", base_url=server.base_url,
-                                              api_key_env="PROMPTLY_TEST_QA_KEY", max_retries=0)
+        generator = local_generator(server)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("PROMPTLY_TEST_QA_KEY", API_KEY)
             first = generate_pairs(pg_store, embedder, generator, cfg)
@@ -174,8 +178,7 @@ def test_failed_requests_are_counted_and_a_dead_endpoint_stops_the_run(
 
     with OpenAIServer(flaky, api_key=API_KEY) as server, pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROMPTLY_TEST_QA_KEY", API_KEY)
-        generator = OpenAICompatibleGenerator(model="local-model", base_url=server.base_url,
-                                              api_key_env="PROMPTLY_TEST_QA_KEY", max_retries=0)
+        generator = local_generator(server)
         report = generate_pairs(pg_store, embedder, generator, GenerationConfig(min_chunk_tokens=4))
         assert report.rejected["generator_error"] == 1 and report.stored == 1 and report.ok
 

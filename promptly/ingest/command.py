@@ -58,16 +58,16 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
     redaction = RedactionReport() if redactor.enabled else None
     try:
         prepare_store(store, cfg.ingest.auto_migrate)
-        _, files = discover(source)
+        discovered = discover(source)
         with Progress(TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=console, transient=True,
                       disable=not cfg.ingest.progress) as progress:
-            task = progress.add_task("", total=len(files))
+            task = progress.add_task("", total=len(discovered[1]))
 
             def advance(name: str) -> None:
                 progress.update(task, advance=1, description=name[-50:])
 
-            documents = load_source(source, fingerprint)
+            documents = load_source(source, fingerprint, discovered)
             if redaction is not None:  # before sync: the hash covers the redacted text
                 documents = redactor.redact_documents(documents, fingerprint, redaction)
             report = sync_documents(documents, store, chunker, embedder,

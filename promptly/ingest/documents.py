@@ -68,9 +68,10 @@ def _glob_root(pattern: str) -> str:
     return str(Path(*fixed)) if fixed else "."
 
 
-def load_source(source: SourceConfig, fingerprint: str) -> Iterator[Document | LoadFailure]:
-    """Every document of the source, or a LoadFailure in its place."""
-    root, files = discover(source)
+def load_source(source: SourceConfig, fingerprint: str,
+                discovered: tuple[Path, list[Path]] | None = None) -> Iterator[Document | LoadFailure]:
+    """Every document of the source, or a LoadFailure in its place (`discovered`: reuse a listing)."""
+    root, files = discovered or discover(source)
     for path in files:
         yield from load_file(path, root, source, fingerprint)
 

@@ -205,6 +205,17 @@ class PostgresStore:
             )
         return len(chunks)
 
+    def _stream(self, cursor_name: str, query: str, params: Sequence[Any], batch_size: int) -> Iterator[Any]:
+        """Rows of `query` through a server-side cursor, `batch_size` at a time.
+
+        The cursor holds this connection's transaction until the iteration ends: do not run other
+        queries on the same store while iterating (spool first, as the datamodule does).
+        """
+        with self.conn.transaction(), self.conn.cursor(name=cursor_name) as cur:
+            cur.itersize = batch_size
+            cur.execute(query.encode(), params)
+            yield from cur
+
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         ids = list(document_ids)
         if not ids:
@@ -219,18 +230,14 @@ class PostgresStore:
         self, document_ids: Sequence[str] | None = None, batch_size: int = 500
     ) -> Iterator[Chunk]:
         where, params = ("where document_id = any(%s)", (list(document_ids),)) if document_ids else ("", ())
-        with self.conn.transaction(), self.conn.cursor(name="promptly_iter_chunks") as cur:
-            cur.itersize = batch_size
-            cur.execute(
-                "select document_id, ordinal, content, token_count, metadata, embedding from chunks "
-                f"{where} order by document_id, ordinal",
-                params,
+        rows = self._stream("promptly_iter_chunks",
+                            "select document_id, ordinal, content, token_count, metadata, embedding from chunks "
+                            f"{where} order by document_id, ordinal", params, batch_size)
+        for doc_id, ordinal, content, tokens, metadata, embedding in rows:
+            yield Chunk(
+                document_id=doc_id, ordinal=ordinal, content=content, token_count=tokens,
+                metadata=metadata, embedding=_as_tuple(embedding),
             )
-            for doc_id, ordinal, content, tokens, metadata, embedding in cur:
-                yield Chunk(
-                    document_id=doc_id, ordinal=ordinal, content=content, token_count=tokens,
-                    metadata=metadata, embedding=_as_tuple(embedding),
-                )
 
     def existing_chunk_ids(self, chunk_ids: Sequence[str]) -> set[str]:
         if not chunk_ids:
@@ -257,16 +264,12 @@ class PostgresStore:
 
     def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500) -> Iterator[QAPair]:
         where, params = ("where split = %s", (split,)) if split else ("", ())
-        with self.conn.transaction(), self.conn.cursor(name="promptly_iter_qa") as cur:
-            cur.itersize = batch_size
-            cur.execute(
-                "select id::text, question, answer, document_id, chunk_ids::text[], split from qa_pairs "
-                f"{where} order by document_id, id",
-                params,
-            )
-            for qa_id, question, answer, doc_id, chunk_ids, qa_split in cur:
-                yield QAPair(question=question, answer=answer, document_id=doc_id, split=qa_split,
-                             chunk_ids=tuple(chunk_ids or ()), id=qa_id)
+        rows = self._stream("promptly_iter_qa",
+                            "select id::text, question, answer, document_id, chunk_ids::text[], split from qa_pairs "
+                            f"{where} order by document_id, id", params, batch_size)
+        for qa_id, question, answer, doc_id, chunk_ids, qa_split in rows:
+            yield QAPair(question=question, answer=answer, document_id=doc_id, split=qa_split,
+                         chunk_ids=tuple(chunk_ids or ()), id=qa_id)
 
     # -- search -------------------------------------------------------------------------------
     def search(
@@ -310,17 +313,13 @@ class PostgresStore:
     def iter_conversations(self, feedback: Feedback | None = None, batch_size: int = 500
                            ) -> Iterator[Conversation]:
         where, params = ("where feedback = %s", (check_feedback(feedback),)) if feedback else ("", ())
-        with self.conn.transaction(), self.conn.cursor(name="promptly_iter_conversations") as cur:
-            cur.itersize = batch_size
-            cur.execute(
-                "select id::text, question, answer, chunk_ids::text[], feedback, model_version, created_at"
-                f" from conversations {where} order by created_at, id",
-                params,
-            )
-            for conv_id, question, answer, chunk_ids, fb, version, created in cur:
-                yield Conversation(id=conv_id, question=question, answer=answer,
-                                   chunk_ids=tuple(chunk_ids or ()), feedback=fb, model_version=version,
-                                   created_at=created)
+        rows = self._stream("promptly_iter_conversations",
+                            "select id::text, question, answer, chunk_ids::text[], feedback, model_version, created_at"
+                            f" from conversations {where} order by created_at, id", params, batch_size)
+        for conv_id, question, answer, chunk_ids, fb, version, created in rows:
+            yield Conversation(id=conv_id, question=question, answer=answer,
+                               chunk_ids=tuple(chunk_ids or ()), feedback=fb, model_version=version,
+                               created_at=created)
 
 
 def _require_embedding(chunk: Chunk) -> tuple[float, ...]:
