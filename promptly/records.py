@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Split = Literal["train", "validation", "test"]
 SearchMode = Literal["vector", "text", "hybrid"]
+QAOrigin = Literal["file", "generated"]
+"""A QA pair's source: the QA file beside the corpus, or `promptly qa generate`."""
 
 # A fixed namespace so that chunk ids are reproducible from (document, ordinal, content).
 _CHUNK_NAMESPACE = uuid.UUID("6f1c7a52-1d0e-4d7e-9a51-0c9d2b7f4a10")
@@ -60,20 +62,14 @@ class QAPair:
     split: Split
     chunk_ids: tuple[str, ...] = ()
     id: str = ""
+    origin: QAOrigin = "file"
 
     def with_id(self) -> QAPair:
         """The pair with a stable id derived from its document and question."""
         if self.id:
             return self
         key = f"{self.document_id}\x00{self.question.strip().lower()}"
-        return QAPair(
-            question=self.question,
-            answer=self.answer,
-            document_id=self.document_id,
-            split=self.split,
-            chunk_ids=self.chunk_ids,
-            id=str(uuid.uuid5(_CHUNK_NAMESPACE, key)),
-        )
+        return replace(self, id=str(uuid.uuid5(_CHUNK_NAMESPACE, key)))
 
 
 @dataclass(frozen=True)

@@ -95,9 +95,25 @@ def test_jsonl_records_and_bad_lines(tmp_path: Path) -> None:
     assert sorted(docs) == ["faq-1", "faq-3"]
     assert docs["faq-1"].title == "Reset" and docs["faq-1"].metadata == {"format": "jsonl", "lang": "en"}
     assert docs["faq-3"].title == "faq-3"
-    assert set(failures) == {"faq.jsonl:2", "faq.jsonl:3", "faq.jsonl:4"}
+    # A record whose id is known fails under that id (the ingest keeps its stored version); a line
+    # without one is reported where it is.
+    assert set(failures) == {"faq.jsonl:2", "faq-2", "faq.jsonl:4"}
     assert "invalid JSON" in failures["faq.jsonl:2"]
-    assert "empty" in failures["faq.jsonl:3"]
+    assert failures["faq-2"].startswith("faq.jsonl:3: empty")
+
+
+def test_id_prefix_namespaces_every_document(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# Readme\n\nuploaded text")
+    (tmp_path / "faq.jsonl").write_text(json.dumps({"id": "faq-1", "text": "How to reset?"}) + "\n{broken")
+    docs = {}
+    failures = {}
+    for item in load_source(SourceConfig(path=str(tmp_path), id_prefix="uploads/"), "fp"):
+        if isinstance(item, LoadFailure):
+            failures[item.path] = item
+        else:
+            docs[item.id] = item
+    assert sorted(docs) == ["uploads/README.md", "uploads/faq-1"]
+    assert list(failures) == ["uploads/faq.jsonl:2"] and failures["uploads/faq.jsonl:2"].hides_ids
 
 
 def test_bad_files_are_reported_by_name_and_reason(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from promptly.ingest.documents import SourceConfig, load_source
 from promptly.ingest.embedding import Embedder
 from promptly.ingest.qa import SplitConfig, load_qa_pairs, read_qa_file, split_for_document
 from promptly.ingest.sync import sync_documents
+from promptly.records import QAPair
 from promptly.store.postgres import PostgresStore
 
 
@@ -84,3 +85,35 @@ def test_gold_chunks_are_linked_and_only_relinked_after_rechunking(
     assert relinked.linked == 1
     alive = {c.id for c in pg_store.iter_chunks()}
     assert all(p.chunk_ids[0] in alive for p in pg_store.iter_qa_pairs())
+
+
+def test_pairs_removed_from_the_file_are_removed_from_the_store(
+        tmp_path: Path, pg_store: PostgresStore, embedder: Embedder) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "queue.md").write_text("# Queue\n\nMessages are kept for seven days before compaction.")
+    chunker = TokenChunker(chunk_tokens=64, overlap_tokens=8, min_chunk_tokens=4)
+    sync_documents(load_source(SourceConfig(path=str(docs)), chunker.fingerprint()), pg_store, chunker, embedder)
+    keep = {"question": "How long are messages kept?", "answer": "Seven days.", "document_id": "queue.md"}
+    drop = {"question": "When does compaction run?", "answer": "After seven days.", "document_id": "queue.md"}
+    qa = tmp_path / "qa.jsonl"
+    write_jsonl(qa, [keep, drop])
+    load_qa_pairs(qa, pg_store, embedder, SplitConfig())
+    generated = QAPair("What is compacted?", "Messages.", "queue.md", "train", origin="generated").with_id()
+    pg_store.upsert_qa_pairs([generated])
+
+    def stored() -> set[str]:
+        return {p.question for p in pg_store.iter_qa_pairs()}
+
+    write_jsonl(qa, [keep, "{a line cut short"])  # `drop` may be the unreadable line: nothing is removed
+    partial = load_qa_pairs(qa, pg_store, embedder, SplitConfig())
+    assert (partial.removed, partial.kept_stale) == (0, 1)
+    assert stored() == {keep["question"], drop["question"], generated.question}
+
+    write_jsonl(qa, [keep])
+    assert load_qa_pairs(qa, pg_store, embedder, SplitConfig(), cleanup="none").removed == 0
+    assert load_qa_pairs(qa, pg_store, embedder, SplitConfig(), cleanup="incremental",
+                         source_name="another-source").removed == 0  # queue.md is not that source's
+    report = load_qa_pairs(qa, pg_store, embedder, SplitConfig())
+    assert (report.removed, report.kept_stale) == (1, 0)
+    assert stored() == {keep["question"], generated.question}  # the generated pair is never the file's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,23 @@ def test_broken_file_is_skipped_and_keeps_its_last_good_version(
     assert sorted(f.path for f in report.failed) == sorted(["new-broken.txt", victim_id])
     assert [c.content for c in pg_store.iter_chunks([victim_id])] == before
     assert "new-good.md" in pg_store.document_hashes() and not report.ok
+
+
+def test_a_broken_jsonl_line_deletes_nothing_it_might_hold(
+        tmp_path: Path, pg_store: PostgresStore, embedder: Embedder) -> None:
+    root = tmp_path / "records"
+    root.mkdir()
+    faq = root / "faq.jsonl"
+    records = [json.dumps({"id": f"faq-{i}", "text": f"Answer number {i} about queue limits."}) for i in range(3)]
+    faq.write_text("\n".join(records))
+    assert ingest(root, pg_store, embedder).added == 3
+    faq.write_text("\n".join([records[0], '{"id": "faq-1", "text": "cut sh', records[2]]))  # faq-1's line broke
+    broken = ingest(root, pg_store, embedder)
+    assert (broken.deleted, broken.kept) == (0, 1) and [f.hides_ids for f in broken.failed] == [True]
+    assert set(pg_store.document_hashes()) == {"faq-0", "faq-1", "faq-2"}
+    faq.write_text("\n".join([records[0], records[2]]))  # really removed, every line readable
+    fixed = ingest(root, pg_store, embedder)
+    assert (fixed.deleted, fixed.kept) == (1, 0) and set(pg_store.document_hashes()) == {"faq-0", "faq-2"}
 
 
 def test_crash_inside_a_document_leaves_it_as_it_was(

@@ -24,7 +24,7 @@ from promptly.ingest.sync import sync_documents
 from promptly.qa.generate import GenerationConfig, PromptConfig, generate_pairs, request_seed, sample_chunks
 from promptly.qa.generators import GeneratorError, LocalHFGenerator, OpenAICompatibleGenerator
 from promptly.qa.validation import REASONS, parse_reply
-from promptly.records import Chunk
+from promptly.records import Chunk, QAPair
 from promptly.store.postgres import PostgresStore
 
 from .cloud.openai_server import OpenAIServer, Reply
@@ -144,17 +144,26 @@ def test_openai_compatible_generation_validates_counts_and_stores(
     assert stored[PORT_PAIRS[0]["question"]].answer == PORT_PAIRS[0]["answer"]
 
 
-def test_rerun_skips_chunks_with_pairs_and_regenerate_never_overwrites(
+def test_rerun_skips_chunks_with_pairs_and_regenerate_replaces_only_generated_pairs(
         corpus: dict[str, Chunk], pg_store: PostgresStore, embedder: Embedder) -> None:
     cfg = GenerationConfig(min_chunk_tokens=4)
-    with OpenAIServer(openai_replies, api_key=API_KEY) as server:
+    replies = dict(REPLIES)
+    hand_written = QAPair("What is the default proxy port?", "8080.", "ports.md",
+                          split_for_document("ports.md", SplitConfig()), chunk_ids=(corpus["ports.md"].id,)).with_id()
+    with OpenAIServer(lambda body: replies[which_doc(body)], api_key=API_KEY) as server:
         generator = local_generator(server)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("PROMPTLY_TEST_QA_KEY", API_KEY)
             first = generate_pairs(pg_store, embedder, generator, cfg)
             asked_first = [which_doc(b) for b in server.requests]
+            pg_store.upsert_qa_pairs([hand_written])  # from the QA file (origin "file")
             second = generate_pairs(pg_store, embedder, generator, cfg)
             asked_second = [which_doc(b) for b in server.requests[len(asked_first):]]
+            replies["ports.md"] = json.dumps({"pairs": [
+                {"question": "Which setting changes the proxy port?",
+                 "answer": "Set `listen_port` to change the port."},
+                {"question": "What is the default proxy port?", "answer": "Port 8080."}]})  # repeats the file's
+            replies["retries.md"] = "I cannot answer that."  # rejected: the old pair must stay
             cfg.regenerate = True
             third = generate_pairs(pg_store, embedder, generator, cfg)
             seeds_first = {which_doc(b): b["seed"] for b in server.requests[: len(asked_first)]}
@@ -164,10 +173,13 @@ def test_rerun_skips_chunks_with_pairs_and_regenerate_never_overwrites(
     assert (second.chunks_skipped, second.requests, second.stored) == (2, 2, 0)
     assert sorted(asked_second) == ["limits.md", "retention.md"]  # only chunks without pairs are asked again
     assert second.rejected == counts(malformed=2, empty=1, ungrounded=1)  # same replies, same verdicts
-    # Regenerate asks every chunk again; what repeats a stored pair is a duplicate, nothing is replaced.
-    assert (third.chunks_skipped, third.requests, third.accepted, third.stored) == (0, 4, 0, 0)
-    assert third.rejected["duplicate"] == 4
-    assert pg_store.status().qa_pairs == 3
+    # Regenerate asks every chunk again; ports.md's two generated pairs give way to its new one, the
+    # hand-written pair stays (and a generated copy of it is a duplicate), retries.md keeps its old pair.
+    assert (third.chunks_skipped, third.requests, third.accepted, third.stored, third.replaced) == (0, 4, 1, 1, 2)
+    assert third.rejected == counts(malformed=3, duplicate=1, empty=1, ungrounded=1)
+    stored = {p.question: p.origin for p in pg_store.iter_qa_pairs()}
+    assert stored == {"What is the default proxy port?": "file", "Which setting changes the proxy port?": "generated",
+                      "How often are failed upstream calls retried?": "generated"}
     assert seeds_first == seeds_third  # the same chunk is asked with the same seed on every run
 
 

@@ -1,15 +1,18 @@
 """PII redaction: every planted item replaced and nothing else touched; the clean sample corpus untouched;
-nothing it removes is ever printed or logged; wired into ingest before chunking and hashing."""
+nothing it removes is ever printed or logged; metadata values redacted too; wired into ingest before
+chunking and hashing; on in the `ingest=upload` config."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 
-from promptly.ingest.documents import SourceConfig, load_source
+from promptly.ingest.documents import SourceConfig, load_source, make_document
 from promptly.ingest.redaction import NATIONAL_IDS, Redactor, _segments
 from promptly.records import Document
 from promptly.store.postgres import PostgresStore
@@ -192,3 +195,99 @@ def test_ingest_redacts_before_chunking_and_hashes_the_redacted_text(
 
     third = ingest(enabled=True)
     assert (third.sync.unchanged, third.sync.updated, third.sync.added) == (2, 0, 0)
+
+
+def test_metadata_strings_are_redacted_recursively_and_clean_metadata_is_untouched(
+        redactor: Redactor, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    email, phone = "jane.doe@fastmail.fm", "+44 20 7946 0958"
+    clean_values = {"priority": 3, "escalated": False, "ratio": 0.5, "assignee": None, "build": "v1.2.3.4",
+                    "owner": {"team": "support", "hosts": ["127.0.0.1:8080", "ops@example.com"]}}
+    records = [
+        {"id": "ticket-1", "title": "Refund", "text": "The customer asks for a refund of the last invoice.",
+         "metadata": {"customer": {"contacts": ["billing", {"mail": email}]},
+                      "note": f"call her mobile {phone} after 5pm", **clean_values}},
+        {"id": "ticket-2", "title": "Proxy", "text": "The proxy listens on 127.0.0.1:8080.",
+         "metadata": {"tags": ["proxy", {"area": "network"}], **clean_values}},
+    ]
+    (tmp_path / "tickets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    caplog.set_level(logging.DEBUG)
+    dirty, clean = [d for d in load_source(SourceConfig(path=str(tmp_path)), "fp") if isinstance(d, Document)]
+    assert dirty.metadata["customer"]["contacts"][1]["mail"] == email  # the real loader kept it
+
+    redacted, counts = redactor.redact_document(dirty, "fp")
+
+    assert counts == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
+    assert redacted.metadata["customer"] == {"contacts": ["billing", {"mail": "<EMAIL_ADDRESS>"}]}
+    assert redacted.metadata["note"] == "call her mobile <PHONE_NUMBER> after 5pm"
+    assert redacted.metadata["redactions"] == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
+    assert redacted.metadata["format"] == "jsonl"
+    for key, value in clean_values.items():  # non-PII values (and their types) exactly as loaded
+        assert json.dumps(redacted.metadata[key]) == json.dumps(value)
+    assert list(redacted.metadata) == [*dirty.metadata, "redactions"]
+    assert (redacted.text, redacted.title) == (dirty.text, dirty.title)
+    assert redacted.content_hash != dirty.content_hash
+    assert redacted.content_hash == make_document(dirty.id, dirty.text, dirty.title, dirty.source, dirty.uri,
+                                                  redacted.metadata, "fp").content_hash
+    assert email not in json.dumps(redacted.metadata) and "7946" not in json.dumps(redacted.metadata)
+
+    kept, clean_counts = redactor.redact_document(clean, "fp")
+    assert kept is clean and clean_counts == {}  # same object, same content_hash: a re-ingest skips it
+
+    captured = capsys.readouterr()
+    seen = caplog.text + captured.out + captured.err
+    assert email not in seen and "7946" not in seen
+
+
+def test_the_upload_config_redacts_and_never_deletes_the_corpus(tmp_path: Path) -> None:
+    upload = entry_config("ingest", tmp_path, ["ingest=upload"])
+    corpus = entry_config("ingest", tmp_path, [])
+    assert upload.ingest.redact.enabled is True and corpus.ingest.redact.enabled is False
+    assert (upload.ingest.cleanup, corpus.ingest.cleanup) == ("incremental", "incremental")
+    assert (upload.ingest.source.id_prefix, corpus.ingest.source.id_prefix) == ("uploads/", "")
+    assert (upload.ingest.source.name, corpus.ingest.source.name) == ("uploads", "default")
+    assert upload.ingest.source.path == f"{tmp_path}/sample_data/uploads"
+    assert upload.ingest.qa.path == ""
+    # Everything else comes from ingest/default.yaml.
+    assert upload.ingest.chunker == corpus.ingest.chunker
+    assert upload.ingest.source.suffixes == corpus.ingest.source.suffixes
+    redactor = instantiate(upload.ingest.redact)
+    assert isinstance(redactor, Redactor) and redactor.enabled is True
+
+
+def test_ingest_upload_redacts_uploads_and_the_two_sources_never_delete_each_other(tmp_path: Path, pg_url: str) -> None:
+    from promptly.ingest.command import run
+
+    docs, uploads = tmp_path / "docs", tmp_path / "data" / "uploads"
+    docs.mkdir()
+    uploads.mkdir(parents=True)
+    (docs / "proxy.md").write_text("# Proxy\n\nThe proxy listens on 127.0.0.1:8080 and retries three times.\n")
+    (uploads / "proxy.md").write_text("# My proxy notes\n\nMine listens on 9090.\n")  # same name, other source
+    (uploads / "ticket.md").write_text("# Ticket\n\nThe customer jane.doe@fastmail.fm asks for a refund.\n")
+    record = {"id": "crm-7", "text": "Customer record for the refund.",
+              "metadata": {"customer": {"emails": ["j.smith@fastmail.fm"]}, "plan": "pro"}}
+    (uploads / "crm.jsonl").write_text(json.dumps(record) + "\n")
+    common = ["store=postgres", f"store.url='{pg_url}'", "ingest.progress=false", "ingest.redact.ner_model=null"]
+
+    corpus_cfg = entry_config("ingest", tmp_path, [*common, f"ingest.source.path={docs}", "ingest.qa.path="])
+    first = run(corpus_cfg)
+    assert (first.sync.added, first.redaction) == (1, None)
+    second = run(entry_config("ingest", tmp_path, [*common, "ingest=upload", f"paths.data_dir={tmp_path / 'data'}"]))
+
+    assert (second.sync.added, second.sync.deleted) == (3, 0)  # incremental: the corpus document stays
+    assert second.redaction is not None and dict(second.redaction.counts) == {"EMAIL_ADDRESS": 2}
+    with PostgresStore(pg_url, embedding_dim=DIM) as store:
+        sources = dict(store.conn.execute("select id, source from documents").fetchall())
+        stored = "\n".join(c.content for c in store.iter_chunks(["uploads/ticket.md"]))
+        rows = store.conn.execute("select metadata::text from documents union all "
+                                  "select content || metadata::text from chunks").fetchall()
+        crm = store.conn.execute("select metadata from documents where id = 'uploads/crm-7'").fetchone()
+    assert sources == {"proxy.md": "default", "uploads/proxy.md": "uploads", "uploads/ticket.md": "uploads",
+                       "uploads/crm-7": "uploads"}
+    assert "<EMAIL_ADDRESS>" in stored
+    assert crm is not None and crm[0]["customer"] == {"emails": ["<EMAIL_ADDRESS>"]} and crm[0]["plan"] == "pro"
+    assert not any("fastmail" in row[0] for row in rows)
+    again = run(corpus_cfg)  # the default corpus ingest again: the uploads are not its documents
+    assert (again.sync.unchanged, again.sync.deleted) == (1, 0)
+    with PostgresStore(pg_url, embedding_dim=DIM) as store:
+        assert len(store.document_hashes("uploads")) == 3

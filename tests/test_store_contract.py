@@ -111,6 +111,29 @@ def test_qa_pairs_roundtrip_and_split_filter(store: ChunkStore) -> None:
     assert store.existing_chunk_ids([chunks[0].id, "00000000-0000-0000-0000-000000000000"]) == {chunks[0].id}
 
 
+def test_qa_pairs_keep_their_origin_and_delete_by_id(store: ChunkStore) -> None:
+    store.upsert_document(*make_doc("a.md", ["alpha", "beta"], 0))
+    from_file = QAPair("what is alpha?", "alpha", "a.md", "train").with_id()
+    generated = QAPair("what is beta?", "beta", "a.md", "train", origin="generated").with_id()
+    store.upsert_qa_pairs([from_file, generated])
+    assert {p.id: p.origin for p in store.iter_qa_pairs()} == {from_file.id: "file", generated.id: "generated"}
+    assert [p.id for p in store.iter_qa_pairs(origin="generated")] == [generated.id]
+    assert [p.id for p in store.iter_qa_pairs(split="train", origin="file")] == [from_file.id]
+    assert store.delete_qa_pairs([generated.id, "00000000-0000-0000-0000-000000000000"]) == 1
+    assert [p.id for p in store.iter_qa_pairs()] == [from_file.id]
+
+
+def test_get_chunks_by_id(store: ChunkStore) -> None:
+    doc, chunks = make_doc("a.md", ["alpha", "beta", "gamma"], 0)
+    store.upsert_document(doc, chunks)
+    missing = "00000000-0000-0000-0000-000000000000"
+    got = store.get_chunks([chunks[2].id, missing, chunks[0].id, chunks[2].id])
+    assert set(got) == {chunks[0].id, chunks[2].id}
+    assert got[chunks[2].id].content == "gamma" and got[chunks[2].id].ordinal == 2
+    assert got[chunks[0].id].document_id == "a.md" and got[chunks[0].id].metadata["tag"] == "a"
+    assert store.get_chunks([]) == {}
+
+
 @pytest.mark.parametrize("mode", ["vector", "text", "hybrid"])
 def test_search_modes_rank_the_right_chunk_first(store: ChunkStore, mode: str) -> None:
     store.upsert_document(*make_doc("net.md", ["the proxy listens on port 8080", "timeouts are set in seconds"], 0))

@@ -24,6 +24,15 @@ class Task(StrEnum):
     """Continued pre-training on chunk text."""
 
 
+class ExampleSource(StrEnum):
+    """Where `rag_qa` examples come from (`data.sources` lists one or both)."""
+
+    qa_pairs = "qa_pairs"
+    """The store's QA pairs (from the QA file or `promptly qa generate`), context retrieved per question."""
+    conversations = "conversations"
+    """Served conversations users liked, with the chunks the answer cited as context (`data=conversations`)."""
+
+
 class Batching(StrEnum):
     """How examples become batches (see promptly/data/batching.py for the measured trade-offs)."""
 
@@ -101,6 +110,8 @@ class DataConfig:
     _target_: str = "promptly.data.datamodule.RagDataModule"
     task: Task = Task.rag_qa
     """rag_qa or causal_lm."""
+    sources: list[ExampleSource] = field(default_factory=lambda: [ExampleSource.qa_pairs])
+    """rag_qa examples: qa_pairs, conversations, or both (each split gets both sources' examples)."""
     batch_size: int = 8
     """Rows per training batch (packed: rows of up to max_length tokens, several examples each)."""
     eval_batch_size: int | None = None

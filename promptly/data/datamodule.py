@@ -13,8 +13,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from promptly.data.batching import EpochBatchSampler, ResumableDataLoader, RowDataset, plan_batches, resolve_batching
 from promptly.data.collate import Collator
-from promptly.data.config import Batching, RetrievalConfig, RetrievalMode, SplitLimits, Task
+from promptly.data.config import Batching, ExampleSource, RetrievalConfig, RetrievalMode, SplitLimits, Task
 from promptly.data.encoding import Encoded, EncodeStats, ExampleEncoder
 from promptly.data.prompts import PromptBuilder, prompt_config
 from promptly.data.sources import (
+    RagExample,
     check_store,
     document_splits,
     iter_chunk_texts,
@@ -35,6 +37,7 @@ from promptly.data.sources import (
     spool_qa_pairs,
 )
 from promptly.data.token_cache import TokenFile, TokenFileWriter
+from promptly.qa.conversations import ConversationReport, conversation_examples
 from promptly.records import Split
 from promptly.store.base import ChunkStore, StoreError
 
@@ -75,6 +78,7 @@ class RagDataModule(L.LightningDataModule):
         tokenizer: Any,
         embedder: Any = None,
         task: Task | str = Task.rag_qa,
+        sources: Sequence[ExampleSource | str] = (ExampleSource.qa_pairs,),
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         max_length: int | None = 1024,
@@ -93,8 +97,14 @@ class RagDataModule(L.LightningDataModule):
         super().__init__()
         self.store, self.tokenizer, self.embedder = store, tokenizer, embedder
         self.task = Task(task)
-        if self.task == Task.rag_qa and embedder is None:
-            raise ValueError("data=rag_qa retrieves context and needs the store's embedder (embedder=...)")
+        self.sources = tuple(dict.fromkeys(ExampleSource(s) for s in _plain(sources)))
+        if not self.sources:
+            raise ValueError("data.sources is empty: list qa_pairs, conversations or both")
+        if self.task == Task.causal_lm and ExampleSource.conversations in self.sources:
+            raise ValueError("data.sources=[conversations] needs task=rag_qa (causal_lm trains on chunk text)")
+        if self.task == Task.rag_qa and ExampleSource.qa_pairs in self.sources and embedder is None:
+            raise ValueError("data.sources=[qa_pairs] retrieves context for each question and needs the store's "
+                             "embedder (embedder=...)")
         limits = [m for m in (max_length, context_length) if m]
         if not limits:
             raise ValueError("set data.max_length (the model's context length is unknown)")
@@ -120,7 +130,8 @@ class RagDataModule(L.LightningDataModule):
     def fingerprint(self) -> str:
         """Everything the token files depend on, except the store's contents."""
         vocab = hashlib.sha256(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode()).hexdigest()
-        spec = {"v": CACHE_VERSION, "task": self.task.value, "max_length": self.max_length, "vocab": vocab,
+        spec = {"v": CACHE_VERSION, "task": self.task.value, "sources": [s.value for s in self.sources],
+                "max_length": self.max_length, "vocab": vocab,
                 "chat": getattr(self.tokenizer, "chat_template", None), "limit": asdict(self.limit),
                 "retrieval": {k: str(v) for k, v in asdict(self.retrieval).items()},
                 "prompt": {k: str(v) for k, v in asdict(self.prompt).items()},
@@ -137,8 +148,9 @@ class RagDataModule(L.LightningDataModule):
             if manifest.get("fingerprint") == self.fingerprint():
                 return
         try:
-            check_store(self.store, needs_qa=self.task == Task.rag_qa)
-            stats = self._prepare_rag() if self.task == Task.rag_qa else self._prepare_causal()
+            rag = self.task == Task.rag_qa
+            check_store(self.store, needs_qa=rag and ExampleSource.qa_pairs in self.sources)
+            stats = self._prepare_rag() if rag else self._prepare_causal()
         finally:
             self.store.close()
         tmp = self.manifest_path.with_name(f".manifest.{os.getpid()}.json")
@@ -158,22 +170,16 @@ class RagDataModule(L.LightningDataModule):
 
     def _prepare_rag(self) -> dict[str, dict[str, int]]:
         assert self.builder is not None
+        liked = self._conversations() if ExampleSource.conversations in self.sources else {}
         stats: dict[str, dict[str, int]] = {}
         seen: dict[str, str] = {}
         spool_dir = self.cache_dir / "spool"
         for split in self._splits_to_write():
-            spool = spool_qa_pairs(self.store, split, spool_dir)
-            training = split == "train"
-            gold = self.retrieval.include_gold if training else self.retrieval.include_gold_eval
+            qa = self._qa_examples(split, spool_dir, seen) if ExampleSource.qa_pairs in self.sources else ()
+            examples = islice(chain(qa, liked.get(split, ())), self._limit(split))
             writer, st = TokenFileWriter(self.cache_dir, split), EncodeStats()
             samples: list[dict[str, Any]] = []
-            pairs = read_spool(spool, self._limit(split))
-            for ex in iter_rag_examples(self.store, self.embedder.embed_queries, pairs, self.retrieval.k,
-                                        self.retrieval.mode.value, gold, self.retrieval.batch_size):
-                doc = ex.pair.document_id
-                if seen.setdefault(doc, split) != split:
-                    raise StoreError(f"document {doc!r} has QA pairs in both {seen[doc]} and {split}: "
-                                     "re-run `promptly ingest` to re-split by document")
+            for ex in examples:
                 enc = self.encoder.encode_qa(ex.pair.question, self.builder.format_context(ex.chunks),
                                              ex.pair.answer)
                 if enc is None:
@@ -187,9 +193,40 @@ class RagDataModule(L.LightningDataModule):
             writer.close()
             (self.cache_dir / f"{split}.samples.json").write_text(json.dumps(samples))
             stats[split] = st.as_dict()
-            spool.unlink(missing_ok=True)
         shutil.rmtree(spool_dir, ignore_errors=True)
         return stats
+
+    def _qa_examples(self, split: Split, spool_dir: Path, seen: dict[str, str]) -> Iterator[RagExample]:
+        """The split's QA pairs with retrieved context (a document's pairs must all be in one split)."""
+        spool = spool_qa_pairs(self.store, split, spool_dir)
+        training = split == "train"
+        gold = self.retrieval.include_gold if training else self.retrieval.include_gold_eval
+        try:
+            for ex in iter_rag_examples(self.store, self.embedder.embed_queries, read_spool(spool, self._limit(split)),
+                                        self.retrieval.k, self.retrieval.mode.value, gold,
+                                        self.retrieval.batch_size):
+                doc = ex.pair.document_id
+                if seen.setdefault(doc, split) != split:
+                    raise StoreError(f"document {doc!r} has QA pairs in both {seen[doc]} and {split}: "
+                                     "re-run `promptly ingest` to re-split by document")
+                yield ex
+        finally:
+            spool.unlink(missing_ok=True)
+
+    def _conversations(self) -> dict[str, list[RagExample]]:
+        """Liked conversations by split, their cited chunks as context (read once, before any QA pair)."""
+        report = ConversationReport()
+        by_split: dict[str, list[RagExample]] = {}
+        for ex in conversation_examples(self.store, self.seed, report=report):
+            by_split.setdefault(ex.pair.split, []).append(ex)
+        if not by_split:
+            why = (f"{report.liked} are liked but none of the chunks they cite is stored any more"
+                   if report.liked else "none is liked yet")
+            raise StoreError(f"data.sources includes conversations but {why}: `promptly serve` records "
+                             "conversations and their feedback (or train with data=rag_qa)")
+        log.info("conversations: %d liked; examples %s; %d left out (no cited chunk stored)", report.liked,
+                 ", ".join(f"{k} {v}" for k, v in report.examples.items()), report.without_chunks)
+        return by_split
 
     def _prepare_causal(self) -> dict[str, dict[str, int]]:
         split_of = document_splits(self.store, self.seed)

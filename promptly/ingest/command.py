@@ -78,7 +78,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
         if qa_path:
             if Path(qa_path).is_file():
                 split = SplitConfig(**OmegaConf.to_container(cfg.ingest.qa.split, resolve=True))  # type: ignore[arg-type]
-                qa_report = load_qa_pairs(Path(qa_path), store, embedder, split)
+                qa_report = load_qa_pairs(Path(qa_path), store, embedder, split, cfg.ingest.cleanup, source.name)
             else:
                 log.info("no QA file at ingest.qa.path=%s", qa_path)
     finally:
@@ -95,8 +95,13 @@ def print_summary(console: Console, report: SyncReport, qa: QAReport | None,
     table.add_row(str(report.added), str(report.updated), str(report.unchanged), str(report.deleted),
                   str(len(report.failed)), str(report.chunks_written), f"{report.seconds:.2f}")
     console.print(table)
+    if report.kept:
+        console.print(f"[yellow]{report.kept} documents no longer in the source were kept:[/] a .jsonl file or "
+                      "line could not be read and may hold them (see skipped below)")
     if qa is not None:
-        console.print(f"QA pairs: {qa.loaded} stored, {qa.linked} linked to gold chunks, {len(qa.failed)} failed")
+        stale = f", {qa.kept_stale} no longer in the file kept (unreadable lines)" if qa.kept_stale else ""
+        console.print(f"QA pairs: {qa.loaded} stored, {qa.linked} linked to gold chunks, {qa.removed} removed "
+                      f"(no longer in the file), {len(qa.failed)} failed{stale}")
     if redaction is not None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(redaction.counts.items())) or "none"
         console.print(f"PII redacted in {redaction.redacted_documents} of {redaction.documents} documents: "

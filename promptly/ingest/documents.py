@@ -17,10 +17,16 @@ SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".jso
 
 @dataclass(frozen=True)
 class LoadFailure:
-    """A file (or a line of a .jsonl) that was skipped, and why."""
+    """A file (or a line of a .jsonl) that was skipped, and why.
+
+    `path` is the document id when it is known; the ingest keeps that document's stored version.
+    `hides_ids` marks a failure whose document ids cannot be known (an undecodable .jsonl, a line that
+    is not a record): the ingest then deletes nothing, since any stored document could be one of them.
+    """
 
     path: str
     reason: str
+    hides_ids: bool = False
 
 
 @dataclass
@@ -31,6 +37,8 @@ class SourceConfig:
     """A folder (searched recursively) or a glob such as `docs/**/*.md`."""
     name: str = "default"
     """Source name stored with each document; `cleanup=incremental` only deletes within it."""
+    id_prefix: str = ""
+    """Put before every document id (e.g. `uploads/`), so two sources' `README.md` never collide."""
     suffixes: list[str] = field(default_factory=lambda: list(SUPPORTED_SUFFIXES))
     """File types to load; anything else is ignored."""
     max_bytes: int = 5_000_000
@@ -77,7 +85,7 @@ def load_source(source: SourceConfig, fingerprint: str,
 
 
 def load_file(path: Path, root: Path, source: SourceConfig, fingerprint: str) -> Iterator[Document | LoadFailure]:
-    rel = path.relative_to(root).as_posix()
+    rel = source.id_prefix + path.relative_to(root).as_posix()
     try:
         size = path.stat().st_size
         if size > source.max_bytes:
@@ -141,7 +149,7 @@ def _load_jsonl(raw: bytes, rel: str, path: Path, source: SourceConfig, fingerpr
     try:
         lines = _decode(raw).splitlines()
     except DocumentError as err:
-        yield LoadFailure(rel, str(err))
+        yield LoadFailure(rel, str(err), hides_ids=True)
         return
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -150,21 +158,25 @@ def _load_jsonl(raw: bytes, rel: str, path: Path, source: SourceConfig, fingerpr
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            yield LoadFailure(where, f"invalid JSON: {err.msg}")
+            yield LoadFailure(where, f"invalid JSON: {err.msg}", hides_ids=True)
             continue
-        if not isinstance(record, dict) or not record.get("id") or not isinstance(record.get("text"), str):
-            yield LoadFailure(where, "a record needs a non-empty `id` and a string `text`")
+        if not isinstance(record, dict) or not record.get("id"):
+            yield LoadFailure(where, "a record needs a non-empty `id` and a string `text`", hides_ids=True)
+            continue
+        doc_id = source.id_prefix + str(record["id"])
+        if not isinstance(record.get("text"), str):
+            yield LoadFailure(doc_id, f"{where}: a record needs a string `text`")
             continue
         text = normalise(record["text"])
         if not text:
-            yield LoadFailure(where, "empty: no text after normalisation")
+            yield LoadFailure(doc_id, f"{where}: empty: no text after normalisation")
             continue
         metadata = record.get("metadata") or {}
         if not isinstance(metadata, dict):
-            yield LoadFailure(where, "`metadata` must be an object")
+            yield LoadFailure(doc_id, f"{where}: `metadata` must be an object")
             continue
         title = str(record.get("title") or record["id"])
-        yield make_document(str(record["id"]), text, title, source.name, f"{path.resolve().as_uri()}#L{lineno}",
+        yield make_document(doc_id, text, title, source.name, f"{path.resolve().as_uri()}#L{lineno}",
                             {"format": "jsonl", **metadata}, fingerprint)
 
 

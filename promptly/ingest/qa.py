@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from promptly.ingest.documents import LoadFailure
 from promptly.ingest.embedding import Embedder
+from promptly.ingest.sync import CleanupMode
 from promptly.records import QAPair, Split, sha256_hex
 from promptly.store.base import ChunkStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +46,10 @@ def split_for_document(document_id: str, cfg: SplitConfig) -> Split:
 class QAReport:
     loaded: int = 0
     linked: int = 0
+    removed: int = 0
+    """Pairs from an earlier version of the file that it no longer has."""
+    kept_stale: int = 0
+    """Such pairs kept because some lines of the file could not be read (one of them may be the pair)."""
     failed: list[LoadFailure] = field(default_factory=list)
 
 
@@ -67,16 +75,20 @@ def read_qa_file(path: Path, split: SplitConfig) -> tuple[list[QAPair], list[Loa
     return pairs, failures
 
 
-def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: SplitConfig) -> QAReport:
+def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: SplitConfig,
+                  cleanup: CleanupMode = "incremental", source_name: str | None = None) -> QAReport:
     """Store the file's pairs, each linked to the chunk of its document that best matches its answer.
 
     Links are recomputed only where the stored ones no longer exist (the document was re-chunked),
-    so re-ingesting an unchanged corpus embeds nothing.
+    so re-ingesting an unchanged corpus embeds nothing. Pairs an earlier version of the file stored
+    and this one no longer has are deleted as `cleanup` deletes documents (`incremental`: only those
+    of this source's documents; `none`: never); generated pairs are never touched.
     """
     report = QAReport()
     pairs, report.failed = read_qa_file(path, split)
+    unreadable = len(report.failed)
     known_docs = set(store.document_hashes())
-    stored = {p.id: p.chunk_ids for p in store.iter_qa_pairs()}
+    stored = {p.id: p.chunk_ids for p in store.iter_qa_pairs(origin="file")}
     alive = store.existing_chunk_ids(sorted({c for ids in stored.values() for c in ids}))
     ready: list[QAPair] = []
     to_link: list[QAPair] = []
@@ -93,7 +105,22 @@ def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: Spli
     ready.extend(_link_gold_chunks(to_link, store, embedder))
     report.linked = len(to_link)
     report.loaded = store.upsert_qa_pairs(ready)
+    if cleanup != "none":
+        _remove_stale(store, {p.id for p in pairs}, unreadable, cleanup, source_name, report)
     return report
+
+
+def _remove_stale(store: ChunkStore, in_file: set[str], unreadable: int, cleanup: CleanupMode,
+                  source_name: str | None, report: QAReport) -> None:
+    scope = set(store.document_hashes(source_name)) if cleanup == "incremental" else None
+    stale = [p.id for p in store.iter_qa_pairs(origin="file")
+             if p.id not in in_file and (scope is None or p.document_id in scope)]
+    if stale and unreadable:
+        report.kept_stale = len(stale)
+        log.warning("%d stored QA pairs are no longer in the QA file but were kept: %d of its lines could not "
+                    "be read; fix them and ingest again", len(stale), unreadable)
+        return
+    report.removed = store.delete_qa_pairs(stale)
 
 
 def _link_gold_chunks(pairs: Sequence[QAPair], store: ChunkStore, embedder: Embedder) -> list[QAPair]:
@@ -108,5 +135,4 @@ def _link_gold_chunks(pairs: Sequence[QAPair], store: ChunkStore, embedder: Embe
 
 
 def _with_chunks(pair: QAPair, chunk_ids: tuple[str, ...]) -> QAPair:
-    return QAPair(question=pair.question, answer=pair.answer, document_id=pair.document_id,
-                  split=pair.split, chunk_ids=chunk_ids, id=pair.id)
+    return replace(pair, chunk_ids=chunk_ids)

@@ -1,7 +1,8 @@
 """PII redaction before chunking: Presidio pattern recognizers tuned so technical text stays untouched.
 
 Detected spans become typed placeholders (`<EMAIL_ADDRESS>`); only counts per type are reported, never
-the text, so logs and summaries of an upload cannot leak what was removed. The stock recognizers flag
+the text, so logs and summaries of an upload cannot leak what was removed. A document's title, text and
+every string value of its metadata (stored with the document) are redacted. The stock recognizers flag
 plenty of ordinary documentation (loopback addresses, 4-part versions, epoch timestamps, `git@host:`
 remotes), so each one that would is narrowed here, and the sample corpus is held at zero placeholders.
 Person names need a spaCy NER model; none is downloaded: without an importable one PERSON is off, and
@@ -37,6 +38,8 @@ BARE_DIGITS_NEED_CONTEXT = ("CREDIT_CARD", *NATIONAL_IDS)  # an unseparated run 
 RESERVED_DOMAINS = ("example.com", "example.org", "example.net", "example", "test", "invalid", "localhost")
 PHONE_CONTEXT = ("phone", "phones", "telephone", "tel", "mobile", "cell", "cellphone", "call", "fax", "whatsapp",
                  "sms", "reach", "contact")
+# Metadata keys promptly writes itself (loader format, placeholder counts): never user data, never redacted.
+OWN_METADATA_KEYS = frozenset({"format", "redactions"})
 MAX_SEGMENT_CHARS = 100_000  # spaCy refuses texts over 1M characters; segments end at a newline
 
 
@@ -175,19 +178,35 @@ class Redactor:
         return out.text, Counter(item.entity_type for item in out.items)
 
     def redact_document(self, document: Document, fingerprint: str) -> tuple[Document, dict[str, int]]:
-        """The document with redacted title and text, re-hashed from what will be stored.
+        """The document with redacted title, text and metadata values, re-hashed from what will be stored.
 
-        An unchanged clean document keeps its hash (so a re-ingest skips it); one with personal data
+        Every string in the metadata is redacted, however deeply nested in objects and lists; keys,
+        non-string values and promptly's own keys (OWN_METADATA_KEYS) are kept. An unchanged clean
+        document is returned as is, hash included (so a re-ingest skips it); one with personal data
         records its placeholder counts in `metadata.redactions`.
         """
         body, title = self.redact(document.text), self.redact(document.title)
         counts = Counter(body.counts) + Counter(title.counts)
+        user_metadata = {k: v for k, v in document.metadata.items() if k not in OWN_METADATA_KEYS}
+        redacted_metadata = self._redact_value(user_metadata, counts)
         if not counts:
             return document, {}
-        metadata = {**document.metadata, "redactions": dict(sorted(counts.items()))}
+        metadata = {**document.metadata, **redacted_metadata, "redactions": dict(sorted(counts.items()))}
         redacted = make_document(document.id, body.text, title.text, document.source, document.uri, metadata,
                                  fingerprint)
         return redacted, dict(counts)
+
+    def _redact_value(self, value: Any, counts: Counter[str]) -> Any:
+        """A JSON-like value with each string redacted (keys kept), its placeholders added to `counts`."""
+        if isinstance(value, str):
+            out = self.redact(value)
+            counts.update(out.counts)
+            return out.text
+        if isinstance(value, dict):
+            return {key: self._redact_value(item, counts) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._redact_value(item, counts) for item in value)
+        return value
 
     def redact_documents(self, items: Iterable[Document | LoadFailure], fingerprint: str,
                          report: RedactionReport) -> Iterator[Document | LoadFailure]:

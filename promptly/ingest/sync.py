@@ -27,6 +27,8 @@ class SyncReport:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    kept: int = 0
+    """Documents gone from the source but not deleted: some failure hid which documents it held."""
     failed: list[LoadFailure] = field(default_factory=list)
     chunks_written: int = 0
     seconds: float = 0.0
@@ -41,7 +43,7 @@ def sync_documents(
     store: ChunkStore,
     chunker: TokenChunker,
     embedder: Embedder,
-    cleanup: CleanupMode = "full",
+    cleanup: CleanupMode = "incremental",
     source_name: str | None = None,
     embed_batch_chunks: int = 256,
     on_progress: Callable[[str], None] | None = None,
@@ -120,6 +122,11 @@ def sync_documents(
         candidates = store.document_hashes(source=source_name) if cleanup == "incremental" else stored
         # A document that failed to load this time is kept: a broken file must never lose its last good version.
         gone = [doc_id for doc_id in candidates if doc_id not in seen and doc_id not in failed_ids]
-        report.deleted = store.delete_documents(gone)
+        if gone and any(f.hides_ids for f in report.failed):
+            report.kept = len(gone)
+            log.warning("%d stored documents are not in the source but were kept: a .jsonl file or line could "
+                        "not be read, and they may be in it; fix it and ingest again", len(gone))
+        else:
+            report.deleted = store.delete_documents(gone)
     report.seconds = time.perf_counter() - started
     return report

@@ -72,10 +72,10 @@ def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | i
 
 def print_summary(console: Console, report: GenerationReport, generator: str) -> None:
     table = Table(title=f"promptly qa generate ({escape(generator)})")
-    for col in ("documents", "chunks asked", "chunks skipped", "accepted", "stored", "seconds"):
+    for col in ("documents", "chunks asked", "chunks skipped", "accepted", "stored", "replaced", "seconds"):
         table.add_column(col, justify="right")
     table.add_row(str(report.documents), str(report.requests), str(report.chunks_skipped), str(report.accepted),
-                  str(report.stored), f"{report.seconds:.1f}")
+                  str(report.stored), str(report.replaced), f"{report.seconds:.1f}")
     console.print(table)
     rejected = Table(title="rejected", title_style="bold")
     rejected.add_column("reason")

@@ -40,13 +40,9 @@ def conversation_examples(store: ChunkStore, seed: int = 42, split: Split | None
     report = report if report is not None else ConversationReport()
     liked = list(store.iter_conversations(feedback="up"))  # spooled: the next reads need the connection
     report.liked = len(liked)
-    wanted = {c for conv in liked for c in conv.chunk_ids}
-    chunks: dict[str, dict[str, Any]] = {}
-    if wanted:
-        for chunk in store.iter_chunks():
-            if chunk.id in wanted:
-                chunks[chunk.id] = {"document_id": chunk.document_id, "ordinal": chunk.ordinal,
-                                    "content": chunk.content}
+    stored = store.get_chunks(sorted({c for conv in liked for c in conv.chunk_ids}))
+    chunks: dict[str, dict[str, Any]] = {cid: {"document_id": c.document_id, "ordinal": c.ordinal, "content": c.content}
+              for cid, c in stored.items()}
     split_of = document_splits(store, seed)
     for conv in liked:
         context = tuple(chunks[c] for c in dict.fromkeys(conv.chunk_ids) if c in chunks)

@@ -2,8 +2,11 @@
 
 Chunks are sampled per document (up to a cap, seeded per document), so every document is represented
 and adding a document changes no other document's sample. Sampled chunks that already have pairs are
-skipped unless `regenerate` is set; pairs already stored are never overwritten (one asked again counts as a
-duplicate), so a hand-written pair cannot be replaced by a generated one with the same question.
+skipped unless `regenerate` is set. With it, a chunk's earlier generated pairs are replaced by the new
+ones once at least one new pair passed validation (a chunk whose new pairs were all rejected keeps its
+old ones), the new pairs written before the old are deleted, so a crash in between loses nothing.
+Pairs from the QA file are never replaced or deleted here: a generated question that repeats one of
+them counts as a duplicate.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class GenerationConfig:
     seed: int = 42
     """Sampling of chunks per document, and the per-request generator seed."""
     regenerate: bool = False
-    """Ask again for chunks that already have pairs (stored pairs are kept either way)."""
+    """Ask again for chunks that already have pairs, replacing their generated pairs (never the file's)."""
     max_consecutive_errors: int = 3
     """Stop when this many requests in a row fail: the endpoint is down or misconfigured."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -91,6 +94,8 @@ class GenerationReport:
     requests: int = 0
     accepted: int = 0
     stored: int = 0
+    replaced: int = 0
+    """Earlier generated pairs deleted because their chunk got new ones (regenerate)."""
     rejected: Counter[str] = field(default_factory=lambda: Counter({r: 0 for r in REASONS}))
     seconds: float = 0.0
 
@@ -147,11 +152,16 @@ def generate_pairs(
     report = GenerationReport()
     validator = PairValidator(encoder, cfg.validation)
     existing = list(store.iter_qa_pairs())
-    for pair in existing:
-        validator.remember(pair.document_id, pair.question)
     with_pairs = set() if cfg.regenerate else {c for p in existing for c in p.chunk_ids}
     chunks, report.documents, report.chunks_skipped = sample_chunks(store, cfg, with_pairs)
     report.chunks_sampled = len(chunks)
+    asked = {c.id for c in chunks}
+    replaceable: dict[str, list[str]] = {}  # chunk id -> ids of its earlier generated pairs
+    for pair in existing:
+        if cfg.regenerate and pair.origin == "generated" and pair.chunk_ids and pair.chunk_ids[0] in asked:
+            replaceable.setdefault(pair.chunk_ids[0], []).append(pair.id)
+        else:  # questions being replaced may come back; any other stored question is a duplicate
+            validator.remember(pair.document_id, pair.question)
     failures_in_a_row = 0
     for chunk in chunks:
         report.requests += 1
@@ -168,6 +178,9 @@ def generate_pairs(
             continue
         pairs = _validate(reply, chunk, cfg, validator, report)
         report.stored += store.upsert_qa_pairs(pairs)
+        if pairs and chunk.id in replaceable:
+            fresh = {p.id for p in pairs}
+            report.replaced += store.delete_qa_pairs([i for i in replaceable[chunk.id] if i not in fresh])
         if on_progress:
             on_progress(chunk)
     report.seconds = time.perf_counter() - started
@@ -200,5 +213,5 @@ def _validate(reply: str, chunk: Chunk, cfg: GenerationConfig, validator: PairVa
         report.accepted += 1
         validator.remember(chunk.document_id, cand.question)
         out.append(QAPair(question=cand.question, answer=cand.answer, document_id=chunk.document_id,
-                          split=split, chunk_ids=(chunk.id,)).with_id())
+                          split=split, chunk_ids=(chunk.id,), origin="generated").with_id())
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
-from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
+from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 
 
 class StoreError(RuntimeError):
@@ -24,7 +24,11 @@ class SchemaMismatchError(StoreError):
 
 @runtime_checkable
 class ChunkStore(Protocol):
-    """Where documents, their embedded chunks and QA pairs live; one protocol for every backend."""
+    """Where documents, their embedded chunks and QA pairs live; one protocol for every backend.
+
+    The iter_* methods stream over the store's one connection (a server-side cursor in Postgres):
+    consume one completely, or spool it, before making another call on the same store.
+    """
 
     backend: str
     embedding_dim: int
@@ -59,12 +63,21 @@ class ChunkStore(Protocol):
         """Insert or update QA pairs by id; return how many were written."""
         ...
 
-    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500) -> Iterator[QAPair]:
-        """Stream QA pairs, optionally of one split."""
+    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500,
+                      origin: QAOrigin | None = None) -> Iterator[QAPair]:
+        """Stream QA pairs, optionally of one split and/or one origin (file or generated)."""
+        ...
+
+    def delete_qa_pairs(self, pair_ids: Iterable[str]) -> int:
+        """Delete QA pairs by id; return how many existed."""
         ...
 
     def existing_chunk_ids(self, chunk_ids: Sequence[str]) -> set[str]:
         """The subset of the given chunk ids that are still stored."""
+        ...
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """The stored chunks among these ids, by id (missing ids are simply absent)."""
         ...
 
     def search(

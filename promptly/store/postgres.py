@@ -13,7 +13,7 @@ from pgvector.psycopg import register_vector
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
-from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
+from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import (
     Conversation,
     Feedback,
@@ -248,28 +248,53 @@ class PostgresStore:
         self.conn.commit()
         return {r[0] for r in rows}
 
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        if not chunk_ids:
+            return {}
+        rows = self.conn.execute(
+            "select document_id, ordinal, content, token_count, metadata, embedding from chunks"
+            " where id = any(%s::uuid[])", (list(dict.fromkeys(chunk_ids)),)
+        ).fetchall()
+        self.conn.commit()
+        chunks = (Chunk(document_id=d, ordinal=o, content=c, token_count=t, metadata=m, embedding=_as_tuple(e))
+                  for d, o, c, t, m, e in rows)
+        return {chunk.id: chunk for chunk in chunks}
+
     # -- QA pairs -----------------------------------------------------------------------------
     def upsert_qa_pairs(self, pairs: Sequence[QAPair]) -> int:
         if not pairs:
             return 0
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.executemany(
-                "insert into qa_pairs (id, question, answer, document_id, chunk_ids, split)"
-                " values (%s, %s, %s, %s, %s::uuid[], %s)"
+                "insert into qa_pairs (id, question, answer, document_id, chunk_ids, split, origin)"
+                " values (%s, %s, %s, %s, %s::uuid[], %s, %s)"
                 " on conflict (id) do update set question = excluded.question, answer = excluded.answer,"
-                " document_id = excluded.document_id, chunk_ids = excluded.chunk_ids, split = excluded.split",
-                [(p.with_id().id, p.question, p.answer, p.document_id, list(p.chunk_ids), p.split) for p in pairs],
+                " document_id = excluded.document_id, chunk_ids = excluded.chunk_ids, split = excluded.split,"
+                " origin = excluded.origin",
+                [(p.id, p.question, p.answer, p.document_id, list(p.chunk_ids), p.split, p.origin)
+                 for p in (q.with_id() for q in pairs)],
             )
         return len(pairs)
 
-    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500) -> Iterator[QAPair]:
-        where, params = ("where split = %s", (split,)) if split else ("", ())
+    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500,
+                      origin: QAOrigin | None = None) -> Iterator[QAPair]:
+        conditions = [(c, v) for c, v in (("split = %s", split), ("origin = %s", origin)) if v]
+        where = ("where " + " and ".join(c for c, _ in conditions)) if conditions else ""
         rows = self._stream("promptly_iter_qa",
-                            "select id::text, question, answer, document_id, chunk_ids::text[], split from qa_pairs "
-                            f"{where} order by document_id, id", params, batch_size)
-        for qa_id, question, answer, doc_id, chunk_ids, qa_split in rows:
+                            "select id::text, question, answer, document_id, chunk_ids::text[], split, origin"
+                            f" from qa_pairs {where} order by document_id, id", [v for _, v in conditions],
+                            batch_size)
+        for qa_id, question, answer, doc_id, chunk_ids, qa_split, qa_origin in rows:
             yield QAPair(question=question, answer=answer, document_id=doc_id, split=qa_split,
-                         chunk_ids=tuple(chunk_ids or ()), id=qa_id)
+                         chunk_ids=tuple(chunk_ids or ()), id=qa_id, origin=qa_origin)
+
+    def delete_qa_pairs(self, pair_ids: Iterable[str]) -> int:
+        ids = list(pair_ids)
+        if not ids:
+            return 0
+        with self.conn.transaction():
+            rows = self.conn.execute("delete from qa_pairs where id = any(%s::uuid[]) returning id", (ids,)).fetchall()
+        return len(rows)
 
     # -- search -------------------------------------------------------------------------------
     def search(

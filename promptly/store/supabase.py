@@ -12,7 +12,7 @@ import httpx
 from postgrest import APIError, APIResponse, CountMethod, ReturnMethod
 from supabase import Client, ClientOptions, create_client
 
-from promptly.records import Chunk, Document, QAPair, SearchHit, SearchMode, Split, StoreStatus
+from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import (
     Conversation,
     Feedback,
@@ -39,6 +39,7 @@ class SupabaseStore:
     """supabase-py over REST. The client is built on first use, so composing a config needs no secrets."""
 
     backend = "supabase"
+    _CHUNK_COLUMNS = "document_id,ordinal,content,token_count,metadata,embedding"
 
     def __init__(self, url: str, key: str, embedding_dim: int, schema: str = "public",
                  timeout: float = 30.0, page_size: int = 1000) -> None:
@@ -195,17 +196,13 @@ class SupabaseStore:
     def iter_chunks(
         self, document_ids: Sequence[str] | None = None, batch_size: int = 500
     ) -> Iterator[Chunk]:
-        cols = "document_id,ordinal,content,token_count,metadata,embedding"
         # Over 100 ids, groups go in Python's sort order; within a group the database orders the rows.
         for group in _groups(sorted(set(document_ids))) if document_ids else [None]:
             def query(group: list[str] | None = group) -> Any:
-                q = self.client.table("chunks").select(cols)
+                q = self.client.table("chunks").select(self._CHUNK_COLUMNS)
                 q = q.in_("document_id", group) if group else q
                 return q.order("document_id").order("ordinal")
-            for r in self._pages(query, batch_size, "reading chunks"):
-                yield Chunk(document_id=r["document_id"], ordinal=r["ordinal"], content=r["content"],
-                            token_count=r["token_count"], metadata=r["metadata"] or {},
-                            embedding=tuple(float(x) for x in json.loads(r["embedding"])))
+            yield from map(_chunk_from_row, self._pages(query, batch_size, "reading chunks"))
 
     def existing_chunk_ids(self, chunk_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -215,11 +212,19 @@ class SupabaseStore:
             found.update(str(r["id"]) for r in rows)
         return found
 
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        found: dict[str, Chunk] = {}
+        for group in _groups(sorted(set(chunk_ids))):
+            query = self.client.table("chunks").select(self._CHUNK_COLUMNS).in_("id", group)
+            rows: Any = self._run(query, "reading chunks").data
+            found.update((c.id, c) for c in map(_chunk_from_row, rows))
+        return found
+
     # -- QA pairs -----------------------------------------------------------------------------
     def upsert_qa_pairs(self, pairs: Sequence[QAPair]) -> int:
         """A repeated id: the last wins, as in the psycopg store (one statement cannot touch a row twice)."""
         rows = {p.id: {"id": p.id, "question": p.question, "answer": p.answer, "document_id": p.document_id,
-                       "chunk_ids": list(p.chunk_ids), "split": p.split}
+                       "chunk_ids": list(p.chunk_ids), "split": p.split, "origin": p.origin}
                 for p in (q.with_id() for q in pairs)}
         batch = list(rows.values())
         for start in range(0, len(batch), 500):
@@ -228,13 +233,22 @@ class SupabaseStore:
             self._run(query, "writing QA pairs")
         return len(pairs)
 
-    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500) -> Iterator[QAPair]:
+    def iter_qa_pairs(self, split: Split | None = None, batch_size: int = 500,
+                      origin: QAOrigin | None = None) -> Iterator[QAPair]:
         def query() -> Any:
-            q = self.client.table("qa_pairs").select("id,question,answer,document_id,chunk_ids,split")
-            return (q.eq("split", split) if split else q).order("document_id").order("id")
+            q = self.client.table("qa_pairs").select("id,question,answer,document_id,chunk_ids,split,origin")
+            q = q.eq("split", split) if split else q
+            return (q.eq("origin", origin) if origin else q).order("document_id").order("id")
         for r in self._pages(query, batch_size, "reading QA pairs"):
             yield QAPair(question=r["question"], answer=r["answer"], document_id=r["document_id"],
-                         split=r["split"], chunk_ids=tuple(r["chunk_ids"] or ()), id=r["id"])
+                         split=r["split"], chunk_ids=tuple(r["chunk_ids"] or ()), id=r["id"], origin=r["origin"])
+
+    def delete_qa_pairs(self, pair_ids: Iterable[str]) -> int:
+        deleted = 0
+        for group in _groups(sorted(set(pair_ids))):
+            query = self.client.table("qa_pairs").delete().in_("id", group)
+            deleted += len(self._run(query, "deleting QA pairs").data)
+        return deleted
 
     # -- conversations ------------------------------------------------------------------------
     def add_conversation(self, question: str, answer: str, chunk_ids: Sequence[str] = (),
@@ -280,6 +294,12 @@ class SupabaseStore:
         return [SearchHit(chunk_id=str(r["id"]), document_id=r["document_id"], ordinal=r["ordinal"],
                           content=r["content"], metadata=r["metadata"] or {}, score=float(r["score"]))
                 for r in rows]
+
+
+def _chunk_from_row(r: dict[str, Any]) -> Chunk:
+    return Chunk(document_id=r["document_id"], ordinal=r["ordinal"], content=r["content"],
+                 token_count=r["token_count"], metadata=r["metadata"] or {},
+                 embedding=tuple(float(x) for x in json.loads(r["embedding"])))
 
 
 def _format_vector(values: Sequence[float]) -> str:
