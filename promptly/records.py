@@ -95,3 +95,8 @@ class StoreStatus:
     documents: int
     chunks: int
     qa_pairs: int
+    generated_qa_pairs: int = 0
+    """Of qa_pairs, those `promptly qa generate` made (the rest come from the QA file)."""
+    conversations: int = 0
+    liked_conversations: int = 0
+    """Conversations rated up: the examples of data=conversations."""

@@ -89,6 +89,7 @@ def test_ingest_end_to_end_through_the_cli(tmp_path: Path) -> None:
     table = {line.split("│")[1].strip(): line.split("│")[2].strip()
              for line in status.stdout.splitlines() if line.count("│") == 3}
     assert (table["documents"], table["qa pairs"]) == ("2", "1")  # ...but everything else is stored
+    assert (table["of them generated"], table["conversations"], table["of them liked"]) == ("0", "0", "0")
     (docs / "broken.md").unlink()
     again = run_cli("ingest", *overrides, cwd=tmp_path)
     assert again.returncode == 0, again.stderr

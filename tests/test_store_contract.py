@@ -111,7 +111,7 @@ def test_qa_pairs_roundtrip_and_split_filter(store: ChunkStore) -> None:
     assert store.existing_chunk_ids([chunks[0].id, "00000000-0000-0000-0000-000000000000"]) == {chunks[0].id}
 
 
-def test_qa_pairs_keep_their_origin_and_delete_by_id(store: ChunkStore) -> None:
+def test_qa_pairs_keep_their_origin_and_status_counts_them(store: ChunkStore) -> None:
     store.upsert_document(*make_doc("a.md", ["alpha", "beta"], 0))
     from_file = QAPair("what is alpha?", "alpha", "a.md", "train").with_id()
     generated = QAPair("what is beta?", "beta", "a.md", "train", origin="generated").with_id()
@@ -119,6 +119,11 @@ def test_qa_pairs_keep_their_origin_and_delete_by_id(store: ChunkStore) -> None:
     assert {p.id: p.origin for p in store.iter_qa_pairs()} == {from_file.id: "file", generated.id: "generated"}
     assert [p.id for p in store.iter_qa_pairs(origin="generated")] == [generated.id]
     assert [p.id for p in store.iter_qa_pairs(split="train", origin="file")] == [from_file.id]
+    store.add_conversation("what is alpha?", "alpha", (), "v1", feedback="up")
+    store.add_conversation("what is beta?", "gamma", (), "v1", feedback="down")
+    status = store.status()
+    assert (status.qa_pairs, status.generated_qa_pairs, status.conversations, status.liked_conversations) == (
+        2, 1, 2, 1)
     assert store.delete_qa_pairs([generated.id, "00000000-0000-0000-0000-000000000000"]) == 1
     assert [p.id for p in store.iter_qa_pairs()] == [from_file.id]
 

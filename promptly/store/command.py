@@ -41,6 +41,9 @@ def print_status(console: Console, status: StoreStatus) -> None:
     table.add_row("documents", str(status.documents))
     table.add_row("chunks", str(status.chunks))
     table.add_row("qa pairs", str(status.qa_pairs))
+    table.add_row("  of them generated", str(status.generated_qa_pairs))
+    table.add_row("conversations", str(status.conversations))
+    table.add_row("  of them liked", str(status.liked_conversations))
     console.print(table)
 
 

@@ -46,6 +46,15 @@ def _without_password(text: str, url: str) -> str:
     return text.replace(str(password), "***") if password else text
 
 
+STATUS_COUNTS = {"documents": ("0001", "select count(*) from documents"),
+                 "chunks": ("0001", "select count(*) from chunks"),
+                 "qa_pairs": ("0001", "select count(*) from qa_pairs"),
+                 "generated_qa_pairs": ("0005", "select count(*) from qa_pairs where origin = 'generated'"),
+                 "conversations": ("0004", "select count(*) from conversations"),
+                 "liked_conversations": ("0004", "select count(*) from conversations where feedback = 'up'")}
+"""The counts `promptly db status` shows, each with the migration that creates what it counts."""
+
+
 class PostgresStore:
     """psycopg 3 + pgvector. Connects lazily, so building one from config touches nothing."""
 
@@ -157,11 +166,12 @@ class PostgresStore:
 
     def status(self) -> StoreStatus:
         applied = tuple(self._applied())
-        counts = {"documents": 0, "chunks": 0, "qa_pairs": 0}
+        counts = dict.fromkeys(STATUS_COUNTS, 0)
         if applied:
-            for table in counts:
-                row = self.conn.execute(f"select count(*) from {table}").fetchone()
-                counts[table] = int(row[0]) if row else 0
+            for name, (needs, query) in STATUS_COUNTS.items():
+                if needs in applied:
+                    row = self.conn.execute(query).fetchone()
+                    counts[name] = int(row[0]) if row else 0
             self.conn.commit()
         return StoreStatus(
             backend=self.backend,

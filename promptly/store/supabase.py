@@ -35,6 +35,14 @@ _DENIED = {"42501", "403"}  # a valid key whose role may not do this (grants, ro
 _FILTER_CHUNK = 100  # ids per `in.(...)` filter, to keep URLs well under gateway limits
 
 
+STATUS_COUNTS = {"documents": ("0001", "documents", None, None), "chunks": ("0001", "chunks", None, None),
+                 "qa_pairs": ("0001", "qa_pairs", None, None),
+                 "generated_qa_pairs": ("0005", "qa_pairs", "origin", "generated"),
+                 "conversations": ("0004", "conversations", None, None),
+                 "liked_conversations": ("0004", "conversations", "feedback", "up")}
+"""The counts `promptly db status` shows, each with the migration that creates what it counts."""
+
+
 class SupabaseStore:
     """supabase-py over REST. The client is built on first use, so composing a config needs no secrets."""
 
@@ -149,11 +157,14 @@ class SupabaseStore:
 
     def status(self) -> StoreStatus:
         applied, dim = self._applied(), self.stored_dimension()
-        counts = {"documents": 0, "chunks": 0, "qa_pairs": 0}
+        counts = dict.fromkeys(STATUS_COUNTS, 0)
         if dim is not None:
-            for table in counts:
+            for name, (needs, table, column, value) in STATUS_COUNTS.items():
+                if applied is not None and needs not in applied:  # None: the ledger is not exposed, the
+                    continue                                        # SQL-editor script installs every migration
                 query = self.client.table(table).select("*", count=CountMethod.exact, head=True)
-                counts[table] = self._run(query, f"counting {table}").count or 0
+                query = query.eq(column, value) if column else query
+                counts[name] = self._run(query, f"counting {name}").count or 0
         return StoreStatus(backend=self.backend, applied_migrations=tuple(applied or ()),
                            pending_migrations=tuple(self._pending(applied, dim)), embedding_dim=dim, **counts)
 
