@@ -13,6 +13,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
+import promptly.utils.schemas  # noqa: F401  (registers the config schemas before any verb composes)
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_ROOT.parent
 

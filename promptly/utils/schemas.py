@@ -9,7 +9,9 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from promptly.data.config import DataConfig
+from promptly.ingest.config import EmbedderConfig, IngestConfig
 from promptly.model.config import ModelConfig, PeftConfig
+from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
 
 
 def register_schemas() -> None:
@@ -18,6 +20,11 @@ def register_schemas() -> None:
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="model/peft", name="base_peft", node=PeftConfig)
+    cs.store(group="ingest", name="base_ingest", node=IngestConfig)
+    cs.store(group="embedder", name="base_embedder", node=EmbedderConfig)
+    cs.store(group="store", name="base_embedded_store", node=EmbeddedStoreConfig)
+    cs.store(group="store", name="base_postgres_store", node=PostgresStoreConfig)
+    cs.store(group="store", name="base_supabase_store", node=SupabaseStoreConfig)
 
 
 register_schemas()
