@@ -291,3 +291,35 @@ def test_ingest_upload_redacts_uploads_and_the_two_sources_never_delete_each_oth
     assert (again.sync.unchanged, again.sync.deleted) == (1, 0)
     with PostgresStore(pg_url, embedding_dim=DIM) as store:
         assert len(store.document_hashes("uploads")) == 3
+
+
+def test_qa_pairs_from_the_file_are_redacted_like_the_documents(tmp_path: Path, pg_url: str) -> None:
+    """With redaction on, a pair never restores what its chunk had redacted; the unredacted pair goes."""
+    from promptly.ingest.command import run
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ticket.md").write_text("# Ticket\n\nThe customer jane.doe@fastmail.fm asks about a refund.\n")
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "Who asked about the refund?", "answer": "jane.doe@fastmail.fm did.", "document_id": "ticket.md"},
+        {"question": "Which address wrote jane.doe@fastmail.fm?", "answer": "The customer.",
+         "document_id": "ticket.md"},
+        {"question": "What is the ticket about?", "answer": "A refund.", "document_id": "ticket.md"},
+    ]) + "\n")
+
+    def ingest(enabled: bool):  # type: ignore[no-untyped-def]
+        return run(entry_config("ingest", tmp_path, [
+            "store=postgres", f"store.url='{pg_url}'", f"ingest.source.path={docs}", f"ingest.qa.path={qa}",
+            "ingest.progress=false", f"ingest.redact.enabled={str(enabled).lower()}", "ingest.redact.ner_model=null"]))
+
+    plain = ingest(enabled=False)
+    assert plain.qa is not None and plain.qa.redacted == Counter()
+    redacted = ingest(enabled=True)
+    assert redacted.qa is not None and dict(redacted.qa.redacted) == {"EMAIL_ADDRESS": 2}
+    assert redacted.qa.removed == 1  # the pair whose question held the address now has another id
+    with PostgresStore(pg_url, embedding_dim=DIM) as store:
+        pairs = {p.question: p.answer for p in store.iter_qa_pairs()}
+    assert pairs == {"Who asked about the refund?": "<EMAIL_ADDRESS> did.",
+                     "Which address wrote <EMAIL_ADDRESS>?": "The customer.",
+                     "What is the ticket about?": "A refund."}

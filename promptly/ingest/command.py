@@ -78,7 +78,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
         if qa_path:
             if Path(qa_path).is_file():
                 split = SplitConfig(**OmegaConf.to_container(cfg.ingest.qa.split, resolve=True))  # type: ignore[arg-type]
-                qa_report = load_qa_pairs(Path(qa_path), store, embedder, split, cfg.ingest.cleanup, source.name)
+                qa_report = load_qa_pairs(Path(qa_path), store, embedder, split, cfg.ingest.cleanup, source.name,
+                                          redactor.redact if redaction is not None else None)
             else:
                 log.info("no QA file at ingest.qa.path=%s", qa_path)
     finally:
@@ -106,6 +107,9 @@ def print_summary(console: Console, report: SyncReport, qa: QAReport | None,
         counts = ", ".join(f"{k} {v}" for k, v in sorted(redaction.counts.items())) or "none"
         console.print(f"PII redacted in {redaction.redacted_documents} of {redaction.documents} documents: "
                       f"{counts}; person names: {redaction.person_detection}")
+        if qa is not None:
+            qa_counts = ", ".join(f"{k} {v}" for k, v in sorted(qa.redacted.items())) or "none"
+            console.print(f"PII redacted in QA pairs: {qa_counts}")
     failures = report.failed + (qa.failed if qa else [])
     if failures:
         errors = Table(title="skipped", title_style="bold red")

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from promptly.ingest.documents import LoadFailure
 from promptly.ingest.embedding import Embedder
+from promptly.ingest.redaction import Redaction
 from promptly.ingest.sync import CleanupMode
 from promptly.records import QAPair, Split, sha256_hex
 from promptly.store.base import ChunkStore
 
 log = logging.getLogger(__name__)
+
+Redact = Callable[[str], Redaction]
+"""What `Redactor.redact` does to one string: placeholders in, counts out."""
 
 
 @dataclass
@@ -50,11 +55,18 @@ class QAReport:
     """Pairs from an earlier version of the file that it no longer has."""
     kept_stale: int = 0
     """Such pairs kept because some lines of the file could not be read (one of them may be the pair)."""
+    redacted: Counter[str] = field(default_factory=Counter)
+    """Placeholders put into questions and answers, by type (when the ingest redacts PII)."""
     failed: list[LoadFailure] = field(default_factory=list)
 
 
-def read_qa_file(path: Path, split: SplitConfig) -> tuple[list[QAPair], list[LoadFailure]]:
-    """Parse the QA .jsonl (question, answer, document_id per line)."""
+def read_qa_file(path: Path, split: SplitConfig, redact: Redact | None = None,
+                 redacted: Counter[str] | None = None) -> tuple[list[QAPair], list[LoadFailure]]:
+    """Parse the QA .jsonl (question, answer, document_id per line).
+
+    With `redact`, PII in questions and answers becomes placeholders before anything else (the id is
+    the redacted question's), as in the documents, so a pair never restores what a chunk had redacted.
+    """
     pairs, failures = [], []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -70,13 +82,21 @@ def read_qa_file(path: Path, split: SplitConfig) -> tuple[list[QAPair], list[Loa
             failures.append(LoadFailure(where, f"missing {', '.join(missing)}"))
             continue
         doc_id = str(row["document_id"])
-        pairs.append(QAPair(question=row["question"].strip(), answer=row["answer"].strip(), document_id=doc_id,
+        question, answer = str(row["question"]).strip(), str(row["answer"]).strip()
+        if redact is not None:
+            q, a = redact(question), redact(answer)
+            question, answer = q.text, a.text
+            if redacted is not None:
+                redacted.update(q.counts)
+                redacted.update(a.counts)
+        pairs.append(QAPair(question=question, answer=answer, document_id=doc_id,
                             split=split_for_document(doc_id, split)).with_id())
     return pairs, failures
 
 
 def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: SplitConfig,
-                  cleanup: CleanupMode = "incremental", source_name: str | None = None) -> QAReport:
+                  cleanup: CleanupMode = "incremental", source_name: str | None = None,
+                  redact: Redact | None = None) -> QAReport:
     """Store the file's pairs, each linked to the chunk of its document that best matches its answer.
 
     Links are recomputed only where the stored ones no longer exist (the document was re-chunked),
@@ -85,7 +105,7 @@ def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: Spli
     of this source's documents; `none`: never); generated pairs are never touched.
     """
     report = QAReport()
-    pairs, report.failed = read_qa_file(path, split)
+    pairs, report.failed = read_qa_file(path, split, redact, report.redacted)
     unreadable = len(report.failed)
     known_docs = set(store.document_hashes())
     stored = {p.id: p.chunk_ids for p in store.iter_qa_pairs(origin="file")}
