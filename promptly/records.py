@@ -32,6 +32,8 @@ class Document:
     uri: str
     content_hash: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    split: Split | None = None
+    """Assigned at ingest from the document id (promptly/ingest/splits.py); not part of the hash."""
 
 
 @dataclass(frozen=True)

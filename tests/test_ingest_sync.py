@@ -12,6 +12,7 @@ import pytest
 from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.documents import SourceConfig, load_source
 from promptly.ingest.embedding import Embedder
+from promptly.ingest.splits import SplitConfig, split_for_document
 from promptly.ingest.sync import SyncReport, sync_documents
 from promptly.store.postgres import PostgresStore
 
@@ -56,6 +57,21 @@ def test_reingest_skips_unchanged_then_tracks_edits_and_deletes(
     assert removed.relative_to(corpus).as_posix() not in doc_ids
     edited_id = edited.relative_to(corpus).as_posix()
     assert any("retention window of 45 days" in c.content for c in pg_store.iter_chunks([edited_id]))
+
+
+def test_each_document_is_stored_with_its_split_and_a_new_rule_resplits_without_embedding(
+        corpus: Path, pg_store: PostgresStore, embedder: Embedder) -> None:
+    ingest(corpus, pg_store, embedder)
+    splits = pg_store.document_splits()
+    assert splits and all(s == split_for_document(d, SplitConfig()) for d, s in splits.items())
+    before = embedder.texts_embedded
+    other = SplitConfig(train=0.5, validation=0.25, test=0.25, seed=7)
+    report = ingest(corpus, pg_store, embedder, split=other)
+    expected = {d: split_for_document(d, other) for d in splits}
+    assert report.unchanged == len(splits) and embedder.texts_embedded == before
+    assert report.resplit == sum(expected[d] != splits[d] for d in splits) > 0
+    assert pg_store.document_splits() == expected
+    assert ingest(corpus, pg_store, embedder, split=other).resplit == 0
 
 
 def test_broken_file_is_skipped_and_keeps_its_last_good_version(

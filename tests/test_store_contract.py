@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -109,6 +110,17 @@ def test_qa_pairs_roundtrip_and_split_filter(store: ChunkStore) -> None:
     assert sorted(p.question for p in test_pairs) == ["question 3?", "question 4?"]
     assert test_pairs[0].chunk_ids[0] in {c.id for c in chunks}
     assert store.existing_chunk_ids([chunks[0].id, "00000000-0000-0000-0000-000000000000"]) == {chunks[0].id}
+
+
+def test_document_splits_are_stored_and_set_without_touching_chunks(store: ChunkStore) -> None:
+    doc, chunks = make_doc("a.md", ["alpha", "beta"], 0)
+    store.upsert_document(replace(doc, split="test"), chunks)
+    store.upsert_document(*make_doc("b.md", ["gamma"], 2))  # no split given
+    assert store.document_splits() == {"a.md": "test", "b.md": None}
+    assert store.set_document_splits({"a.md": "test", "b.md": "train", "ghost.md": "train"}) == 1  # only b changed
+    assert store.document_splits() == {"a.md": "test", "b.md": "train"}
+    assert [c.id for c in store.iter_chunks(["a.md"])] == [c.id for c in chunks]
+    assert store.set_document_splits({}) == 0
 
 
 def test_qa_pairs_keep_their_origin_and_status_counts_them(store: ChunkStore) -> None:

@@ -56,6 +56,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
                    f"doc_prefix={embedder.document_prefix}")
     redactor: Redactor = instantiate(cfg.ingest.redact) if "redact" in cfg.ingest else Redactor(enabled=False)
     redaction = RedactionReport() if redactor.enabled else None
+    split = SplitConfig(**OmegaConf.to_container(cfg.ingest.qa.split, resolve=True))  # type: ignore[arg-type]
     try:
         prepare_store(store, cfg.ingest.auto_migrate)
         discovered = discover(source)
@@ -72,12 +73,12 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
                 documents = redactor.redact_documents(documents, fingerprint, redaction)
             report = sync_documents(documents, store, chunker, embedder,
                                     cleanup=cfg.ingest.cleanup, source_name=source.name,
-                                    embed_batch_chunks=cfg.ingest.embed_batch_chunks, on_progress=advance)
+                                    embed_batch_chunks=cfg.ingest.embed_batch_chunks, on_progress=advance,
+                                    split=split)
         qa_report = None
         qa_path = cfg.ingest.qa.path
         if qa_path:
             if Path(qa_path).is_file():
-                split = SplitConfig(**OmegaConf.to_container(cfg.ingest.qa.split, resolve=True))  # type: ignore[arg-type]
                 qa_report = load_qa_pairs(Path(qa_path), store, embedder, split, cfg.ingest.cleanup, source.name,
                                           redactor.redact if redaction is not None else None)
             else:
@@ -96,6 +97,9 @@ def print_summary(console: Console, report: SyncReport, qa: QAReport | None,
     table.add_row(str(report.added), str(report.updated), str(report.unchanged), str(report.deleted),
                   str(len(report.failed)), str(report.chunks_written), f"{report.seconds:.2f}")
     console.print(table)
+    if report.resplit:
+        console.print(f"{report.resplit} unchanged documents got their split under ingest.qa.split "
+                      "(nothing re-embedded)")
     if report.kept:
         console.print(f"[yellow]{report.kept} documents no longer in the source were kept:[/] a .jsonl file or "
                       "line could not be read and may hold them (see skipped below)")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from promptly.ingest.chunking import TokenChunker, untruncated_tokenizer
 from promptly.ingest.documents import LoadFailure
 from promptly.ingest.embedding import Embedder
-from promptly.records import Chunk, Document
+from promptly.ingest.splits import SplitConfig, split_for_document
+from promptly.records import Chunk, Document, Split
 from promptly.store.base import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class SyncReport:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    resplit: int = 0
+    """Unchanged documents whose stored split was set or changed (no re-embedding)."""
     kept: int = 0
     """Documents gone from the source but not deleted: some failure hid which documents it held."""
     failed: list[LoadFailure] = field(default_factory=list)
@@ -47,12 +50,17 @@ def sync_documents(
     source_name: str | None = None,
     embed_batch_chunks: int = 256,
     on_progress: Callable[[str], None] | None = None,
+    split: SplitConfig | None = None,
 ) -> SyncReport:
     """Bring the store in line with `documents`.
 
     Chunks of several small documents are embedded together (up to `embed_batch_chunks`) so the
-    embedder sees full batches; each document is still written in its own transaction.
+    embedder sees full batches; each document is still written in its own transaction. Every
+    document is stored with its split under the `split` rule (default: SplitConfig()); unchanged
+    documents whose stored split differs (the rule changed, or they predate splits) are updated
+    without re-chunking or re-embedding.
     """
+    rule = split or SplitConfig()
     if cleanup not in ("full", "incremental", "none"):
         raise ValueError(f"ingest.cleanup must be full, incremental or none, got {cleanup!r}")
     started = time.perf_counter()
@@ -60,6 +68,7 @@ def sync_documents(
     stored = store.document_hashes()
     seen: set[str] = set()
     pending: list[tuple[Document, list[Chunk], bool]] = []
+    unchanged_splits: dict[str, Split] = {}
 
     def flush() -> None:
         texts = [c.content for _, chunks, _ in pending for c in chunks]
@@ -97,7 +106,10 @@ def sync_documents(
             report.failed.append(LoadFailure(item.id, "duplicate document id in this source"))
             continue
         seen.add(item.id)
+        doc_split = split_for_document(item.id, rule)
+        item = replace(item, split=doc_split)
         if stored.get(item.id) == item.content_hash:
+            unchanged_splits[item.id] = doc_split
             report.unchanged += 1
             if on_progress:
                 on_progress(item.id)
@@ -116,6 +128,10 @@ def sync_documents(
         if sum(len(c) for _, c, _ in pending) >= embed_batch_chunks:
             flush()
     flush()
+    if unchanged_splits:
+        stored_splits = store.document_splits()
+        report.resplit = store.set_document_splits(
+            {d: s for d, s in unchanged_splits.items() if stored_splits.get(d) != s})
 
     if cleanup != "none":
         failed_ids = {f.path for f in report.failed}

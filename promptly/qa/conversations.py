@@ -2,8 +2,8 @@
 
 A liked conversation becomes the record the rag_qa datamodule encodes (`RagExample`: a QAPair and its
 context chunks), with the chunks the answer cited as its context, in the order cited. Its split is its
-documents' split (that of their QA pairs, else the ingest rule), and when the cited documents span
-splits the most held-out one wins, so no validation or test document's text is trained on.
+documents' split (stored with each document at ingest), and when the cited documents span splits the
+most held-out one wins, so no validation or test document's text is trained on.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, cast, runtime_checkable
@@ -43,6 +43,14 @@ class ChunkStore(Protocol):
 
     def document_hashes(self, source: str | None = None) -> dict[str, str]:
         """Content hash of every stored document (of one source, if given), by id."""
+        ...
+
+    def document_splits(self) -> dict[str, Split | None]:
+        """Every stored document's split (None: stored before splits were, until the next ingest)."""
+        ...
+
+    def set_document_splits(self, splits: Mapping[str, Split]) -> int:
+        """Set the split of stored documents by id, without touching their chunks; return rows changed."""
         ...
 
     def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:

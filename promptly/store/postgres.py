@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -192,16 +192,28 @@ class PostgresStore:
         self.conn.commit()
         return {r[0]: r[1] for r in rows}
 
+    def document_splits(self) -> dict[str, Split | None]:
+        rows = self.conn.execute("select id, split from documents").fetchall()
+        self.conn.commit()
+        return {r[0]: r[1] for r in rows}
+
+    def set_document_splits(self, splits: Mapping[str, Split]) -> int:
+        if not splits:
+            return 0
+        with self.conn.transaction():
+            row = self.conn.execute("select promptly_set_document_splits(%s)", (Jsonb(dict(splits)),)).fetchone()
+        return int(row[0]) if row else 0
+
     def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute(
-                "insert into documents (id, source, uri, title, content_hash, metadata, ingested_at)"
-                " values (%s, %s, %s, %s, %s, %s, now())"
+                "insert into documents (id, source, uri, title, content_hash, metadata, split, ingested_at)"
+                " values (%s, %s, %s, %s, %s, %s, %s, now())"
                 " on conflict (id) do update set source = excluded.source, uri = excluded.uri,"
                 " title = excluded.title, content_hash = excluded.content_hash,"
-                " metadata = excluded.metadata, ingested_at = now()",
+                " metadata = excluded.metadata, split = excluded.split, ingested_at = now()",
                 (document.id, document.source, document.uri, document.title,
-                 document.content_hash, Jsonb(document.metadata)),
+                 document.content_hash, Jsonb(document.metadata), document.split),
             )
             cur.execute("delete from chunks where document_id = %s", (document.id,))
             cur.executemany(

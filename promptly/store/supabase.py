@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -187,10 +187,22 @@ class SupabaseStore:
         rows = self._pages(query, self.page_size, "reading document hashes")
         return {r["id"]: r["content_hash"] for r in rows}
 
+    def document_splits(self) -> dict[str, Split | None]:
+        def query() -> Any:
+            return self.client.table("documents").select("id,split").order("id")
+        return {r["id"]: r["split"] for r in self._pages(query, self.page_size, "reading document splits")}
+
+    def set_document_splits(self, splits: Mapping[str, Split]) -> int:
+        if not splits:
+            return 0
+        query = self.client.rpc("promptly_set_document_splits", {"splits": dict(splits)})
+        data: Any = self._run(query, "writing document splits").data
+        return int(data)
+
     def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:
         """One rpc call, hence one transaction: a failure leaves the previous version whole."""
         doc = {"id": document.id, "source": document.source, "uri": document.uri, "title": document.title,
-               "content_hash": document.content_hash, "metadata": document.metadata}
+               "content_hash": document.content_hash, "metadata": document.metadata, "split": document.split}
         new_chunks = [{"id": c.id, "ordinal": c.ordinal, "content": c.content, "token_count": c.token_count,
                        "metadata": c.metadata, "embedding": _vector_text(c)} for c in chunks]
         query = self.client.rpc("promptly_upsert_document", {"doc": doc, "new_chunks": new_chunks})
