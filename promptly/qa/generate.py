@@ -23,7 +23,7 @@ from promptly.evaluation.rag_metrics import TextEncoder
 from promptly.ingest.qa import SplitConfig, split_for_document
 from promptly.qa.generators import GeneratorError, Messages, QAGenerator
 from promptly.qa.validation import REASONS, PairValidator, ValidationConfig, normalize_question, parse_reply
-from promptly.records import Chunk, QAPair, sha256_hex
+from promptly.records import Chunk, QAPair, Split, sha256_hex
 from promptly.store.base import ChunkStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class GenerationConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    """Only for documents stored before splits were (the store's own split of a document comes first)."""
 
     def __post_init__(self) -> None:
         if self.per_document < 1 or self.pairs_per_chunk < 1:
@@ -151,6 +152,7 @@ def generate_pairs(
     started = time.perf_counter()
     report = GenerationReport()
     validator = PairValidator(encoder, cfg.validation)
+    stored_splits = store.document_splits()
     existing = list(store.iter_qa_pairs())
     with_pairs = set() if cfg.regenerate else {c for p in existing for c in p.chunk_ids}
     chunks, report.documents, report.chunks_skipped = sample_chunks(store, cfg, with_pairs)
@@ -176,7 +178,8 @@ def generate_pairs(
             if failures_in_a_row >= cfg.max_consecutive_errors:
                 raise GeneratorError(f"{failures_in_a_row} requests in a row failed, the last with: {err}") from None
             continue
-        pairs = _validate(reply, chunk, cfg, validator, report)
+        split = stored_splits.get(chunk.document_id) or split_for_document(chunk.document_id, cfg.split)
+        pairs = _validate(reply, chunk, split, cfg, validator, report)
         report.stored += store.upsert_qa_pairs(pairs)
         if pairs and chunk.id in replaceable:
             fresh = {p.id for p in pairs}
@@ -187,7 +190,7 @@ def generate_pairs(
     return report
 
 
-def _validate(reply: str, chunk: Chunk, cfg: GenerationConfig, validator: PairValidator,
+def _validate(reply: str, chunk: Chunk, split: Split, cfg: GenerationConfig, validator: PairValidator,
               report: GenerationReport) -> list[QAPair]:
     parsed = parse_reply(reply)
     report.rejected["malformed"] += parsed.malformed
@@ -203,7 +206,6 @@ def _validate(reply: str, chunk: Chunk, cfg: GenerationConfig, validator: PairVa
         else:
             asked.add(key)
             kept.append(cand)
-    split = split_for_document(chunk.document_id, cfg.split)
     out = []
     verdicts = validator.grounding([c.answer for c in kept], chunk.content, chunk_heading(chunk))
     for cand, grounding in zip(kept, verdicts, strict=True):
