@@ -8,6 +8,7 @@ key overrides and final metrics, sorted by a metric, the best one starred.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def render(rows: list[RunRow], root: Path, metric: str | None, columns: list[str
 
 def run(cfg: DictConfig, console: Console | None = None) -> list[RunRow]:
     root = Path(str(cfg.dir)).expanduser()
-    console = console or Console()
+    # Piped or in CI, rich assumes 80 columns and folds every cell; a log file can be wider.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     if not root.exists():
         raise SystemExit(f"promptly runs: no folder {root} (set dir=<log folder or multirun folder>)")
     rows, metric = collect(root, cfg.get("sort_by"), str(cfg.get("mode", "auto")))
