@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -102,10 +104,11 @@ def corpus(tmp_path: Path, pg_store: PostgresStore, embedder: Embedder) -> dict[
     return chunks
 
 
-def local_generator(server: OpenAIServer) -> OpenAICompatibleGenerator:
-    """The real openai client pointed at the local chat-completions server."""
+def local_generator(server: OpenAIServer, concurrency: int = 1) -> OpenAICompatibleGenerator:
+    """The real openai client pointed at the local chat-completions server (one request at a time, unless
+    told otherwise: the reference the concurrent run is compared with)."""
     return OpenAICompatibleGenerator(model="local-model", base_url=server.base_url,
-                                     api_key_env="PROMPTLY_TEST_QA_KEY", max_retries=0)
+                                     api_key_env="PROMPTLY_TEST_QA_KEY", max_retries=0, concurrency=concurrency)
 
 
 def counts(**nonzero: int) -> Counter[str]:
@@ -146,6 +149,32 @@ def test_openai_compatible_generation_validates_counts_and_stores(
         assert pair.split == (moved if pair.document_id == "ports.md"
                               else split_for_document(pair.document_id, SplitConfig()))
     assert stored[PORT_PAIRS[0]["question"]].answer == PORT_PAIRS[0]["answer"]
+
+
+def test_concurrent_requests_give_the_verdicts_of_a_sequential_run(
+        corpus: dict[str, Chunk], pg_store: PostgresStore, embedder: Embedder) -> None:
+    lock, state = threading.Lock(), {"running": 0, "peak": 0}
+
+    def slow_replies(body: dict[str, Any]) -> str:
+        with lock:
+            state["running"] += 1
+            state["peak"] = max(state["peak"], state["running"])
+        time.sleep(0.2)  # a model server thinking: the requests overlap
+        with lock:
+            state["running"] -= 1
+        return openai_replies(body)
+
+    with OpenAIServer(slow_replies, api_key=API_KEY) as server:
+        generator = local_generator(server, concurrency=4)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PROMPTLY_TEST_QA_KEY", API_KEY)
+            report = generate_pairs(pg_store, embedder, generator, GenerationConfig(min_chunk_tokens=4))
+    assert state["peak"] >= 2  # requests were in flight together
+    # The same counts as the one-at-a-time run of the first test: replies are judged in chunk order.
+    assert (report.requests, report.accepted, report.stored) == (4, 3, 3)
+    assert report.rejected == counts(malformed=2, empty=1, duplicate=1, ungrounded=1)
+    assert sorted(p.question for p in pg_store.iter_qa_pairs()) == sorted(
+        [*(p["question"] for p in PORT_PAIRS), "How often are failed upstream calls retried?"])
 
 
 def test_rerun_skips_chunks_with_pairs_and_regenerate_replaces_only_generated_pairs(
@@ -199,7 +228,8 @@ def test_failed_requests_are_counted_and_a_dead_endpoint_stops_the_run(
         assert report.rejected["generator_error"] == 1 and report.stored == 1 and report.ok
 
         wrong_key = OpenAICompatibleGenerator(model="local-model", base_url=server.base_url,
-                                              api_key_env="PROMPTLY_UNSET_KEY_FOR_TEST", max_retries=0)
+                                              api_key_env="PROMPTLY_UNSET_KEY_FOR_TEST", max_retries=0,
+                                              concurrency=2)
         mp.delenv("PROMPTLY_UNSET_KEY_FOR_TEST", raising=False)
         with pytest.raises(GeneratorError, match=r"3 requests in a row failed.*AuthenticationError"):
             generate_pairs(pg_store, embedder, wrong_key, GenerationConfig(min_chunk_tokens=4, regenerate=True))

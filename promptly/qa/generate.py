@@ -25,6 +25,7 @@ from promptly.qa.generators import GeneratorError, Messages, QAGenerator
 from promptly.qa.validation import REASONS, PairValidator, ValidationConfig, normalize_question, parse_reply
 from promptly.records import Chunk, QAPair, Split, sha256_hex
 from promptly.store.base import ChunkStore
+from promptly.utils.concurrency import in_order
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +166,25 @@ def generate_pairs(
         else:  # questions being replaced may come back; any other stored question is a duplicate
             validator.remember(pair.document_id, pair.question)
     failures_in_a_row = 0
-    for chunk in chunks:
-        report.requests += 1
+
+    def ask(chunk: Chunk) -> str | GeneratorError:
         try:
-            reply = generator.generate(cfg.prompt.messages(chunk, cfg.pairs_per_chunk),
-                                       request_seed(cfg.seed, chunk.id))
-            failures_in_a_row = 0
+            return generator.generate(cfg.prompt.messages(chunk, cfg.pairs_per_chunk), request_seed(cfg.seed, chunk.id))
         except GeneratorError as err:
-            log.warning("generator failed on a chunk of %s: %s", chunk.document_id, err)
+            return err
+
+    # Requests overlap (up to the generator's concurrency); replies are validated and stored in chunk
+    # order, so the verdicts (duplicates above all) are those of a one-at-a-time run.
+    for chunk, reply in zip(chunks, in_order(ask, chunks, getattr(generator, "concurrency", 1)), strict=True):
+        report.requests += 1
+        if isinstance(reply, GeneratorError):
+            log.warning("generator failed on a chunk of %s: %s", chunk.document_id, reply)
             report.rejected["generator_error"] += 1
             failures_in_a_row += 1
             if failures_in_a_row >= cfg.max_consecutive_errors:
-                raise GeneratorError(f"{failures_in_a_row} requests in a row failed, the last with: {err}") from None
+                raise GeneratorError(f"{failures_in_a_row} requests in a row failed, the last with: {reply}")
             continue
+        failures_in_a_row = 0
         split = stored_splits.get(chunk.document_id) or split_for_document(chunk.document_id, cfg.split)
         pairs = _validate(reply, chunk, split, cfg, validator, report)
         report.stored += store.upsert_qa_pairs(pairs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ class QAGenerator(Protocol):
     """What `promptly qa generate` needs from a generator."""
 
     name: str
+    concurrency: int
+    """Requests it may have in flight at once (1: one after another)."""
 
     def generate(self, messages: Messages, seed: int) -> str:
         """The model's reply to the chat `messages`."""
@@ -50,9 +53,14 @@ class OpenAICompatibleGenerator:
         json_mode: bool = True,
         timeout: float = 120.0,
         max_retries: int = 2,
+        concurrency: int = 8,
     ) -> None:
         if not model:
             raise ValueError("qa_generator.model is empty: name the model the endpoint serves")
+        if concurrency < 1:
+            raise ValueError(f"qa_generator.concurrency must be at least 1, got {concurrency}")
+        self.concurrency = concurrency
+        self._client_lock = threading.Lock()
         self.model, self.base_url = model, base_url or None
         self.api_key_env = api_key_env
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
@@ -61,13 +69,17 @@ class OpenAICompatibleGenerator:
 
     @cached_property
     def client(self) -> Any:
+        """One client (thread-safe, with its connection pool) shared by the concurrent requests."""
         from openai import OpenAI
 
-        key = os.environ.get(self.api_key_env, "")
-        if not key and self.base_url is None:
-            raise ValueError(f"set {self.api_key_env} (or qa_generator.base_url for a local server)")
-        return OpenAI(base_url=self.base_url, api_key=key or "not-needed", timeout=self.timeout,
-                      max_retries=self.max_retries)
+        with self._client_lock:  # cached_property has no lock of its own: the first requests race here
+            if "_openai" not in self.__dict__:
+                key = os.environ.get(self.api_key_env, "")
+                if not key and self.base_url is None:
+                    raise ValueError(f"set {self.api_key_env} (or qa_generator.base_url for a local server)")
+                self.__dict__["_openai"] = OpenAI(base_url=self.base_url, api_key=key or "not-needed",
+                                                  timeout=self.timeout, max_retries=self.max_retries)
+            return self.__dict__["_openai"]
 
     def generate(self, messages: Messages, seed: int) -> str:
         import openai
@@ -108,6 +120,7 @@ class LocalHFGenerator:
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.device = device
         self.name = f"local_hf:{getattr(model, 'name_or_path', type(model).__name__)}"
+        self.concurrency = 1  # one model in this process, one request at a time
 
     @cached_property
     def tokenizer(self) -> Any:
