@@ -102,6 +102,9 @@ def test_a_broken_jsonl_line_deletes_nothing_it_might_hold(
     broken = ingest(root, pg_store, embedder)
     assert (broken.deleted, broken.kept) == (0, 1) and [f.hides_ids for f in broken.failed] == [True]
     assert set(pg_store.document_hashes()) == {"faq-0", "faq-1", "faq-2"}
+    faq.write_text("\n".join(records) + "\n" + "x" * 6_000_000)  # the whole file now oversized
+    oversized = ingest(root, pg_store, embedder)
+    assert (oversized.deleted, oversized.kept) == (0, 3) and "oversized" in oversized.failed[0].reason
     faq.write_text("\n".join([records[0], records[2]]))  # really removed, every line readable
     fixed = ingest(root, pg_store, embedder)
     assert (fixed.deleted, fixed.kept) == (1, 0) and set(pg_store.document_hashes()) == {"faq-0", "faq-2"}

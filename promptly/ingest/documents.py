@@ -86,17 +86,19 @@ def load_source(source: SourceConfig, fingerprint: str,
 
 def load_file(path: Path, root: Path, source: SourceConfig, fingerprint: str) -> Iterator[Document | LoadFailure]:
     rel = source.id_prefix + path.relative_to(root).as_posix()
+    suffix = path.suffix.lower()
+    records = suffix == ".jsonl"  # a file of many documents, whose ids are only known once it is read
     try:
         size = path.stat().st_size
         if size > source.max_bytes:
-            yield LoadFailure(rel, f"oversized: {size} bytes > ingest.source.max_bytes={source.max_bytes}")
+            yield LoadFailure(rel, f"oversized: {size} bytes > ingest.source.max_bytes={source.max_bytes}",
+                              hides_ids=records)
             return
         raw = path.read_bytes()
     except OSError as err:
-        yield LoadFailure(rel, f"unreadable: {err.strerror or err}")
+        yield LoadFailure(rel, f"unreadable: {err.strerror or err}", hides_ids=records)
         return
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    if records:
         yield from _load_jsonl(raw, rel, path, source, fingerprint)
         return
     try:
