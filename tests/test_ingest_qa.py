@@ -110,6 +110,9 @@ def test_pairs_removed_from_the_file_are_removed_from_the_store(
     assert (partial.removed, partial.kept_stale) == (0, 1)
     assert stored() == {keep["question"], drop["question"], generated.question}
 
+    qa.write_bytes(json.dumps(keep).encode() + b"\n\xe9t\xe9\n")  # not UTF-8: the whole file is unreadable
+    broken = load_qa_pairs(qa, pg_store, embedder, SplitConfig())
+    assert [f.reason for f in broken.failed] == ["not UTF-8"] and broken.removed == 0 and broken.kept_stale == 2
     write_jsonl(qa, [keep])
     assert load_qa_pairs(qa, pg_store, embedder, SplitConfig(), cleanup="none").removed == 0
     assert load_qa_pairs(qa, pg_store, embedder, SplitConfig(), cleanup="incremental",

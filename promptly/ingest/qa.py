@@ -43,8 +43,14 @@ def read_qa_file(path: Path, split: SplitConfig, redact: Redact | None = None,
     With `redact`, PII in questions and answers becomes placeholders before anything else (the id is
     the redacted question's), as in the documents, so a pair never restores what a chunk had redacted.
     """
-    pairs, failures = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    pairs: list[QAPair] = []
+    failures: list[LoadFailure] = []
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:  # reported like a broken document; nothing is removed
+        reason = "not UTF-8" if isinstance(err, UnicodeDecodeError) else f"unreadable: {err.strerror or err}"
+        return pairs, [LoadFailure(path.name, reason)]
+    for lineno, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name}:{lineno}"
