@@ -106,21 +106,30 @@ def compose(config_name: str, overrides: list[str] | None = None):  # type: igno
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
 
 
-def resolved(cfg):  # type: ignore[no-untyped-def]
-    """Resolve a composed config outside a Hydra run (fills hydra:runtime.* for the paths group)."""
+def as_job(cfg, output_dir: Path, cwd: Path):  # type: ignore[no-untyped-def]
+    """The composed config as inside a Hydra job run in `output_dir` (HydraConfig set, runtime filled)."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(Path.cwd())
-        cfg.hydra.runtime.cwd = str(Path.cwd())
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "0"
+        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(output_dir), str(cwd)
+        cfg.hydra.job.num, cfg.hydra.job.id = 0, "0"
     HydraConfig.instance().set_config(cfg)
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    with open_dict(out):
-        del out["hydra"]
-    return out
+    return cfg
+
+
+def plain(cfg):  # type: ignore[no-untyped-def]
+    """A job's config resolved, without the hydra node: what a verb's run() receives."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(cfg, resolve=True)
+    del out["hydra"]  # type: ignore[arg-type, union-attr]
+    return OmegaConf.create(out)
+
+
+def resolved(cfg):  # type: ignore[no-untyped-def]
+    """Resolve a composed config outside a Hydra run (fills hydra:runtime.* for the paths group)."""
+    return plain(as_job(cfg, Path.cwd(), Path.cwd()))
 
 
 @pytest.fixture(scope="session")

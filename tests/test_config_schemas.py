@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.config import ChunkerConfig, Cleanup, EmbedderConfig, IngestConfig, RedactConfig
@@ -24,7 +23,7 @@ from promptly.store.embedded import EmbeddedPostgresStore
 from promptly.store.postgres import PostgresStore
 from promptly.store.supabase import SupabaseStore
 
-from .conftest import REPO_ROOT, compose
+from .conftest import REPO_ROOT, as_job, compose
 
 DATABASE_URL = "postgresql://promptly:pw@127.0.0.1:1/none"
 STORES = {"embedded": (EmbeddedStoreConfig, EmbeddedPostgresStore), "postgres": (PostgresStoreConfig, PostgresStore),
@@ -43,12 +42,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def typed_config(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
     """The composed config as a verb receives it: typed nodes, interpolations resolved on access."""
-    cfg = compose(name, [f"paths.root_dir={tmp_path}", *overrides])
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(tmp_path / "run"), str(tmp_path)
-        cfg.hydra.job.num, cfg.hydra.job.id = 0, "0"
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return as_job(compose(name, [f"paths.root_dir={tmp_path}", *overrides]), tmp_path / "run", tmp_path)
 
 
 # -- misspelt keys, wrong types and values fail at composition ------------------------------------------------

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from rich.console import Console
 
 from promptly.ingest.chunking import TokenChunker
@@ -30,7 +29,7 @@ from promptly.records import Chunk, QAPair
 from promptly.store.postgres import PostgresStore
 
 from .cloud.openai_server import OpenAIServer, Reply
-from .conftest import REPO_ROOT, compose
+from .conftest import REPO_ROOT, as_job, compose, plain
 
 API_KEY = "sk-local-test-0123456789"
 DOCS = {  # one chunk each; the responder answers by which one it is shown
@@ -75,14 +74,7 @@ def openai_replies(body: dict[str, Any]) -> str:
 
 def entry_config(name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
     """An entry config composed as the CLI would, resolved as inside a job whose run dir is tmp_path/run."""
-    cfg = compose(name, [f"paths.root_dir={tmp_path}", *overrides])
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir, cfg.hydra.runtime.cwd = str(tmp_path / "run"), str(tmp_path)
-        cfg.hydra.job.num, cfg.hydra.job.id = 0, "0"
-    HydraConfig.instance().set_config(cfg)
-    plain: Any = OmegaConf.to_container(cfg, resolve=True)
-    del plain["hydra"]
-    return OmegaConf.create(plain)
+    return plain(as_job(compose(name, [f"paths.root_dir={tmp_path}", *overrides]), tmp_path / "run", tmp_path))
 
 
 def ingest(root: Path, files: dict[str, str], store: PostgresStore, embedder: Embedder,

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 import promptly.utils.schemas  # noqa: F401  (schemas registered before composing)
 
-from .conftest import REPO_ROOT, compose
+from .conftest import REPO_ROOT, as_job, compose, plain
 
 SAMPLE_DATA = REPO_ROOT / "sample_data"
 
@@ -48,13 +46,4 @@ def location(tmp: Path, state: Path, store_url: str, output_dir: Path | None = N
 
 def train_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """Compose configs/<config_name>.yaml and resolve it outside a Hydra run (HydraConfig set, as in a job)."""
-    cfg = compose(config_name, overrides)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = os.getcwd()
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "0"
-    HydraConfig.instance().set_config(cfg)
-    plain: Any = OmegaConf.to_container(cfg, resolve=True)
-    del plain["hydra"]
-    return OmegaConf.create(plain)
+    return plain(as_job(compose(config_name, overrides), output_dir, Path(os.getcwd())))

@@ -132,8 +132,9 @@ def iter_rag_examples(
 def document_splits(store: ChunkStore, seed: int) -> Callable[[str], Split]:
     """A document's split as the ingest stored it; for a store ingested before splits were stored,
     that of its QA pairs, else the default rule with `seed` (the next `promptly ingest` fills them in)."""
-    known: dict[str, Split] = {d: s for d, s in store.document_splits().items() if s}
-    if len(known) < store.status().documents:
+    stored = store.document_splits()
+    known: dict[str, Split] = {d: s for d, s in stored.items() if s}
+    if len(known) < len(stored):
         for pair in store.iter_qa_pairs():
             known.setdefault(pair.document_id, pair.split)
     rule = SplitConfig(seed=seed)

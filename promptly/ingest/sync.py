@@ -128,10 +128,7 @@ def sync_documents(
         if sum(len(c) for _, c, _ in pending) >= embed_batch_chunks:
             flush()
     flush()
-    if unchanged_splits:
-        stored_splits = store.document_splits()
-        report.resplit = store.set_document_splits(
-            {d: s for d, s in unchanged_splits.items() if stored_splits.get(d) != s})
+    report.resplit = store.set_document_splits(unchanged_splits)  # changes only those that differ
 
     if cleanup != "none":
         failed_ids = {f.path for f in report.failed}

@@ -9,6 +9,16 @@ from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 
+STATUS_COUNTS: dict[str, tuple[str, str, str | None, str | None]] = {
+    "documents": ("0001", "documents", None, None),
+    "chunks": ("0001", "chunks", None, None),
+    "qa_pairs": ("0001", "qa_pairs", None, None),
+    "generated_qa_pairs": ("0005", "qa_pairs", "origin", "generated"),
+    "conversations": ("0004", "conversations", None, None),
+    "liked_conversations": ("0004", "conversations", "feedback", "up"),
+}
+"""The counts `promptly db status` shows: name -> (migration creating it, table, filter column, value)."""
+
 
 class StoreError(RuntimeError):
     """A store problem a user can act on; the message names the setting, never a secret."""

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import (
+    STATUS_COUNTS,
     Conversation,
     Feedback,
     SchemaMismatchError,
@@ -45,14 +47,6 @@ def _without_password(text: str, url: str) -> str:
         return text
     return text.replace(str(password), "***") if password else text
 
-
-STATUS_COUNTS = {"documents": ("0001", "select count(*) from documents"),
-                 "chunks": ("0001", "select count(*) from chunks"),
-                 "qa_pairs": ("0001", "select count(*) from qa_pairs"),
-                 "generated_qa_pairs": ("0005", "select count(*) from qa_pairs where origin = 'generated'"),
-                 "conversations": ("0004", "select count(*) from conversations"),
-                 "liked_conversations": ("0004", "select count(*) from conversations where feedback = 'up'")}
-"""The counts `promptly db status` shows, each with the migration that creates what it counts."""
 
 
 class PostgresStore:
@@ -168,8 +162,11 @@ class PostgresStore:
         applied = tuple(self._applied())
         counts = dict.fromkeys(STATUS_COUNTS, 0)
         if applied:
-            for name, (needs, query) in STATUS_COUNTS.items():
+            for name, (needs, table, column, value) in STATUS_COUNTS.items():
                 if needs in applied:
+                    query = sql.SQL("select count(*) from {}").format(sql.Identifier(table))
+                    if column:
+                        query += sql.SQL(" where {} = {}").format(sql.Identifier(column), sql.Literal(value))
                     row = self.conn.execute(query).fetchone()
                     counts[name] = int(row[0]) if row else 0
             self.conn.commit()

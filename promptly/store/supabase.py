@@ -14,6 +14,7 @@ from supabase import Client, ClientOptions, create_client
 
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import (
+    STATUS_COUNTS,
     Conversation,
     Feedback,
     SchemaMismatchError,
@@ -34,13 +35,6 @@ _INVALID = {"PGRST301", "PGRST302", "PGRST303", "401"}  # the key itself was rej
 _DENIED = {"42501", "403"}  # a valid key whose role may not do this (grants, row-level security)
 _FILTER_CHUNK = 100  # ids per `in.(...)` filter, to keep URLs well under gateway limits
 
-
-STATUS_COUNTS = {"documents": ("0001", "documents", None, None), "chunks": ("0001", "chunks", None, None),
-                 "qa_pairs": ("0001", "qa_pairs", None, None),
-                 "generated_qa_pairs": ("0005", "qa_pairs", "origin", "generated"),
-                 "conversations": ("0004", "conversations", None, None),
-                 "liked_conversations": ("0004", "conversations", "feedback", "up")}
-"""The counts `promptly db status` shows, each with the migration that creates what it counts."""
 
 
 class SupabaseStore:
@@ -210,10 +204,13 @@ class SupabaseStore:
         return int(data)
 
     def delete_documents(self, document_ids: Iterable[str]) -> int:
+        return self._delete_ids("documents", document_ids, "deleting documents")
+
+    def _delete_ids(self, table: str, ids: Iterable[str], what: str) -> int:
+        """DELETE ... WHERE id IN (...), in groups that keep the URL short; return rows deleted."""
         deleted = 0
-        for group in _groups(sorted(set(document_ids))):
-            query = self.client.table("documents").delete().in_("id", group)
-            deleted += len(self._run(query, "deleting documents").data)
+        for group in _groups(sorted(set(ids))):
+            deleted += len(self._run(self.client.table(table).delete().in_("id", group), what).data)
         return deleted
 
     def iter_chunks(
@@ -267,11 +264,7 @@ class SupabaseStore:
                          split=r["split"], chunk_ids=tuple(r["chunk_ids"] or ()), id=r["id"], origin=r["origin"])
 
     def delete_qa_pairs(self, pair_ids: Iterable[str]) -> int:
-        deleted = 0
-        for group in _groups(sorted(set(pair_ids))):
-            query = self.client.table("qa_pairs").delete().in_("id", group)
-            deleted += len(self._run(query, "deleting QA pairs").data)
-        return deleted
+        return self._delete_ids("qa_pairs", pair_ids, "deleting QA pairs")
 
     # -- conversations ------------------------------------------------------------------------
     def add_conversation(self, question: str, answer: str, chunk_ids: Sequence[str] = (),
