@@ -17,6 +17,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DOCS = REPO_ROOT / "sample_data" / "docs"
 SAMPLE_QA = REPO_ROOT / "sample_data" / "qa.jsonl"
 DIM = 384
+MIGRATIONS_DIR = REPO_ROOT / "promptly" / "store" / "migrations"
+
+
+def shipped_migrations() -> tuple[str, ...]:
+    """Every numbered migration file, as `0001_schema`, read from the folder (not a count kept by hand),
+    so a test of applied or pending migrations stays exact when a migration is added."""
+    return tuple(sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql")))
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +75,7 @@ def embedded_contract_store(_embedded_store_session: EmbeddedPostgresStore) -> E
     """The embedded backend itself (its own data dir), emptied before each test."""
     store = _embedded_store_session
     with store.conn.transaction():
-        store.conn.execute("truncate documents, chunks, qa_pairs, model_versions cascade")
+        store.conn.execute("truncate documents, chunks, qa_pairs, model_versions, conversations cascade")
     return store
 
 

@@ -11,12 +11,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from promptly.data.conversations import ConversationReport, conversation_examples
 from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.documents import SourceConfig, load_source
 from promptly.ingest.embedding import Embedder
 from promptly.ingest.qa import SplitConfig, split_for_document
 from promptly.ingest.sync import sync_documents
-from promptly.qa.conversations import ConversationReport, conversation_examples, export_disliked
+from promptly.qa.conversations import export_disliked
 from promptly.records import Chunk
 from promptly.store.postgres import PostgresStore
 

@@ -4,15 +4,10 @@ A batch is a list of rows; a row is a list of example indices (one, unless packe
 function of (lengths, seed, epoch, rank), which is what makes a resumed run see the very batches an
 uninterrupted one would have seen.
 
-Measured on the sample corpus (benchmarks/train_throughput.py setup: tiny model, 2-chunk contexts,
-max_length 1024, one CPU thread, same loss and optimizer), supervised tokens/s: grouped 164, packed
-139, random padded batches 127. Random batches waste ~21% of their tokens on padding and grouped ones
-~2%; packed rows waste ~1%, but with SDPA each row attends over its full length behind a
-block-diagonal mask, which costs more than the padding it saves. On an H200 (benchmarks/
-gpu_train_throughput.py, 0.5B Qwen2 shape, bf16, ~32k tokens a step, same call) grouped/SDPA gave 44k
-tokens/s, packed/SDPA 42k and packed/flex_attention 53k (whose block masks skip the masked tiles).
-So `auto` packs where the kernel skips across-example work (flash_attention_2/3 varlen, flex
-attention) and groups elsewhere.
+`auto` packs where the attention kernel skips across-example work (flash-attention varlen, flex
+attention) and groups by length elsewhere: packed rows waste the least padding, but under SDPA each
+packed row attends over its full length behind a block-diagonal mask, which costs more than the
+padding it saves. The measurements behind this choice are in benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Rows of token examples -> model inputs with prompt-masked labels.
 
-Unpacked rows: right padding, a 0/1 attention_mask, labels -100 on prompt and padding tokens.
+Unpacked rows: right padding, a 0/1 attention_mask, labels IGNORE_INDEX on prompt and padding tokens.
 Packed rows: no attention_mask; position_ids restart at 0 for every example (and for the padding
 tail), which transformers turns into a block-diagonal causal mask (or varlen boundaries for
 flash-attention), so no token attends across examples. The first token of every example is a
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 IGNORE_INDEX = -100
+"""The label of a token outside the loss (prompt, padding): PyTorch's and transformers' default ignore_index."""
 Row = Sequence[tuple[np.ndarray, int]]
 
 

@@ -34,11 +34,11 @@ class ExampleSource(StrEnum):
 
 
 class Batching(StrEnum):
-    """How examples become batches (see promptly/data/batching.py for the measured trade-offs)."""
+    """How examples become batches (promptly/data/batching.py says why `auto` chooses as it does)."""
 
     auto = "auto"
     """`packed` with flash-attention (varlen) or flex attention, which skip across-example work; else
-    `grouped` (measured: see promptly/data/batching.py)."""
+    `grouped` (SDPA spends more on a packed row's block-diagonal mask than padding costs)."""
     packed = "packed"
     """Several examples per row, positions restarting per example, no attention across them."""
     grouped = "grouped"

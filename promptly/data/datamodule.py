@@ -22,10 +22,11 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from promptly.data.batching import EpochBatchSampler, ResumableDataLoader, RowDataset, plan_batches, resolve_batching
+from promptly.data.batching import EpochBatchSampler, ResumableDataLoader, RowDataset, resolve_batching
 from promptly.data.collate import Collator
 from promptly.data.config import Batching, ExampleSource, RetrievalConfig, RetrievalMode, SplitLimits, Task
-from promptly.data.encoding import Encoded, EncodeStats, ExampleEncoder
+from promptly.data.conversations import ConversationReport, conversation_examples
+from promptly.data.encoding import EncodeStats, ExampleEncoder
 from promptly.data.prompts import PromptBuilder, prompt_config
 from promptly.data.sources import (
     RagExample,
@@ -37,7 +38,6 @@ from promptly.data.sources import (
     spool_qa_pairs,
 )
 from promptly.data.token_cache import TokenFile, TokenFileWriter
-from promptly.qa.conversations import ConversationReport, conversation_examples
 from promptly.records import Split
 from promptly.store.base import ChunkStore, StoreError
 
@@ -304,14 +304,3 @@ class RagDataModule(L.LightningDataModule):
     def train_batches_per_epoch(self) -> int:
         """Batches of one training epoch on this rank (known without building a dataloader)."""
         return len(self.train_dataloader().batch_sampler)
-
-    def epoch_batches(self, split: str = "train", epoch: int = 0) -> list[list[list[int]]]:
-        """The batch plan of one epoch (benchmarks replay it with other training loops)."""
-        file = self.files[split]
-        return plan_batches(file.lengths, self.batching, self.batch_size, self.max_length, True, self.seed, epoch)
-
-    def iter_encoded(self, split: str) -> Iterator[Encoded]:
-        file = self.files[split]
-        for i in range(len(file)):
-            ids, prompt_len = file[i]
-            yield Encoded([int(t) for t in ids], prompt_len)

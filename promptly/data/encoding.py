@@ -16,7 +16,7 @@ from promptly.data.prompts import PromptBuilder
 
 @dataclass(frozen=True)
 class Encoded:
-    """input_ids[:prompt_len] are the prompt (labels -100); the rest are supervised."""
+    """input_ids[:prompt_len] are the prompt (labelled IGNORE_INDEX by the collator); the rest are supervised."""
 
     input_ids: list[int]
     prompt_len: int

@@ -68,7 +68,3 @@ class SupervisedThroughput(L.Callback):
     def _log(self, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
             pl_module.log(name, value, on_step=True, on_epoch=False, batch_size=1)
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
