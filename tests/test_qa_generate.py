@@ -17,6 +17,7 @@ import pytest
 from omegaconf import DictConfig
 from rich.console import Console
 
+from promptly.data.collate import IGNORE_INDEX
 from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.documents import SourceConfig, load_source
 from promptly.ingest.embedding import Embedder
@@ -301,7 +302,7 @@ def test_local_hf_generator_plumbing_with_the_tiny_model(
     ids = torch.tensor([prompt_ids + tokenizer(target, add_special_tokens=False)["input_ids"]
                         + [tokenizer.eos_token_id]])
     labels = ids.clone()
-    labels[0, : len(prompt_ids)] = -100
+    labels[0, : len(prompt_ids)] = IGNORE_INDEX
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()

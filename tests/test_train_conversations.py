@@ -36,22 +36,28 @@ def test_tiny_model_learns_the_liked_conversations(pg_url: str, pg_store: Postgr
                   and split_for_document(r["document_id"], SplitConfig()) == "train"]
     liked, disliked = train_rows[:8], train_rows[8:11]
     assert len(liked) == 8 and len(disliked) == 3
-    for r in liked:
-        pg_store.add_conversation(r["question"], r["answer"], [first_chunk[r["document_id"]]], "v0", feedback="up")
-    for r in disliked:  # served with a wrong answer, which the user rejected
-        pg_store.add_conversation(r["question"], "Nobody knows that.", [first_chunk[r["document_id"]]], "v0",
-                                  feedback="down")
-    pg_store.add_conversation(disliked[0]["question"], "Unrated guess.", [first_chunk[disliked[0]["document_id"]]])
+    # Interleaved in time (liked, disliked, unrated, ...), the order the store streams them in: a filter
+    # that let disliked or unrated ones through would put them among the first examples, not after them.
+    order = ["up", "down", None, "up", "up", "down", "up", None, "up", "up", "down", "up", "up"]
+    queue = {"up": iter(liked), "down": iter(disliked), None: iter(disliked)}
+    for feedback in order:
+        r = next(queue[feedback])
+        answer = {"up": r["answer"], "down": "Nobody knows that.", None: "Unrated guess."}[feedback]
+        pg_store.add_conversation(r["question"], answer, [first_chunk[r["document_id"]]], "v0", feedback=feedback)
+    assert [c.feedback for c in pg_store.iter_conversations()] == order
 
     out = tmp_path / "run"
     LossRecorder.losses = []
     cfg = train_config([*location(tmp_path, tiny_state, pg_url, out), *FAST, "debug=overfit", "data=conversations",
-                        "data.max_length=256", "callbacks=none",
+                        "data.max_length=256", "data.limit.train=32", "data.limit.validation=32", "callbacks=none",
                         f"+callbacks.record._target_={LossRecorder.__module__}.LossRecorder",
                         "trainer.max_epochs=45", "trainer.check_val_every_n_epoch=45"], out)
     metrics, objects = train(cfg)
 
-    assert objects["datamodule"].stats["train"]["examples"] == 8  # the liked ones, nothing else
+    datamodule = objects["datamodule"]
+    assert datamodule.stats["train"]["examples"] == 8  # the liked ones, nothing else (the limit is 32)
+    trained = datamodule.samples(32, "train")
+    assert sorted(s.answer for s in trained) == sorted(r["answer"] for r in liked)
     losses = LossRecorder.losses
     assert losses[-1] < 0.02 * losses[0], losses[::10]
     rows_out = objects["module"].last_samples
