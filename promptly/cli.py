@@ -25,6 +25,8 @@ VERBS: dict[str, Verb] = {
     "runs": Verb("promptly.runs", "list the runs of a folder or multirun with overrides and final metrics"),
     "qa": Verb("promptly.qa.command", "generate | export: synthetic QA pairs from chunks; disliked conversations",
                ("generate", "export")),
+    "publish": Verb("promptly.publish.command", "push | list | promote | rollback: versioned models, local or Hub",
+                    ("push", "list", "promote", "rollback")),
 }
 
 USAGE = """usage: promptly <verb> [override ...] [-m] [--help]

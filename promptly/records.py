@@ -102,3 +102,5 @@ class StoreStatus:
     conversations: int = 0
     liked_conversations: int = 0
     """Conversations rated up: the examples of data=conversations."""
+    model_versions: int = 0
+    """Versions `promptly publish` recorded (migration 0001's model_versions table)."""

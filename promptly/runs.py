@@ -17,10 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from promptly.hydra_entry import hydra_entry
+from promptly.metrics_catalog import mode as metric_mode
 from promptly.utils.results import RunResult, find_results
-
-MAXIMISED = ("acc", "accuracy", "exact_match", "f1", "bleu", "rouge", "tokens_per_sec", "score", "recall",
-             "precision")
 
 
 @dataclass(frozen=True)
@@ -32,12 +30,8 @@ class RunRow:
 
 
 def direction(metric: str, mode: str = "auto") -> str:
-    """min or max: explicit, or max for accuracy-like names and min for losses and the rest."""
-    if mode in ("min", "max"):
-        return mode
-    if mode != "auto":
-        raise ValueError(f"mode must be min, max or auto, got {mode!r}")
-    return "max" if any(k in metric.rsplit("/", 1)[-1] for k in MAXIMISED) else "min"
+    """min or max: explicit, or the metric's declared direction (promptly/metrics_catalog.py)."""
+    return metric_mode(metric, mode)
 
 
 def collect(root: Path, sort_by: str | None = None, mode: str = "auto") -> tuple[list[RunRow], str | None]:

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from promptly.records import Chunk, Document, QAPair, sha256_hex
-from promptly.store.base import ChunkStore, SchemaMismatchError
+from promptly.store.base import (
+    ChunkStore,
+    ModelVersion,
+    ModelVersionNotFoundError,
+    SchemaMismatchError,
+    StoreError,
+)
 from promptly.store.postgres import PostgresStore
+from tests.cloud.postgrest_server import PostgrestServer
 
 from .conftest import DIM
 
@@ -196,3 +203,86 @@ def test_schema_script_applies_and_records_itself(pg_url: str) -> None:
     assert status.pending_migrations == () and len(status.applied_migrations) >= 3
     assert store.migrate() == []
     store.close()
+
+
+# -- published model versions (migration 0008): record, list, promote, roll back -----------------------------
+def _version(repo: str, tag: str, bleu: float) -> ModelVersion:
+    return ModelVersion(version=tag, repo_id=repo, revision=f"{tag}-commit", metrics={"bleu": bleu},
+                        config={"registry": "local", "training": {"optim": {"lr": 0.001}}})
+
+
+def test_model_versions_promote_and_roll_back_along_the_activation_history(store: ChunkStore) -> None:
+    for tag, bleu in (("v1", 0.1), ("v2", 0.2), ("v3", 0.3)):
+        store.add_model_version(_version("me/model", tag, bleu))
+    store.add_model_version(_version("me/other", "v1", 0.5))  # the label is per repository
+    with pytest.raises(StoreError, match="already holds version v2 of me/model"):
+        store.add_model_version(_version("me/model", "v2", 0.9))
+    listed = store.list_model_versions("me/model")
+    assert [(v.version, v.revision, v.metrics["bleu"], v.is_active) for v in listed] == [
+        ("v1", "v1-commit", 0.1, False), ("v2", "v2-commit", 0.2, False), ("v3", "v3-commit", 0.3, False)]
+    assert listed[0].config["training"]["optim"]["lr"] == 0.001 and listed[0].created_at is not None
+    assert len(store.list_model_versions()) == 4 and store.status().model_versions == 4
+    assert store.active_model_version() is None
+    with pytest.raises(ModelVersionNotFoundError, match="nothing to roll back"):
+        store.rollback_model_version()
+
+    for tag in ("v1", "v2", "v3"):
+        assert store.promote_model_version("me/model", tag).version == tag
+    assert store.promote_model_version("me/model", "v3").is_active  # already active: no new activation
+    active = store.active_model_version()
+    assert active is not None and (active.repo_id, active.version) == ("me/model", "v3")
+    assert store.rollback_model_version().version == "v2"
+    assert store.rollback_model_version().version == "v1"
+    with pytest.raises(ModelVersionNotFoundError, match="v1 of me/model is the first one promoted"):
+        store.rollback_model_version()
+    store.promote_model_version("me/other", "v1")
+    assert [v.version for v in store.list_model_versions("me/model") if v.is_active] == []
+    assert store.rollback_model_version().version == "v1"  # back to me/model's v1, the one before
+    active = store.active_model_version()
+    assert active is not None and (active.repo_id, active.version) == ("me/model", "v1")
+
+    with pytest.raises(ModelVersionNotFoundError, match="no version v9 of me/model"):
+        store.promote_model_version("me/model", "v9")
+    active = store.active_model_version()  # a failed promote changed nothing
+    assert active is not None and active.version == "v1"
+
+
+def test_the_anonymous_role_reads_versions_but_cannot_change_them(pg_store: PostgresStore) -> None:
+    """Row-level security and grants (migrations 0003, 0008): the server reads with the anon key."""
+    import psycopg
+
+    pg_store.add_model_version(_version("me/model", "v1", 0.1))
+    pg_store.add_model_version(_version("me/model", "v2", 0.2))
+    pg_store.promote_model_version("me/model", "v1")
+    conn = pg_store.conn
+    with conn.transaction():
+        conn.execute("set local role anon")
+        assert conn.execute("select version from model_versions where is_active").fetchall() == [("v1",)]
+        assert conn.execute("select count(*) from model_version_activations").fetchone() == (1,)
+    for query in ("select promptly_promote_model_version('me/model', 'v2')", "select promptly_rollback_model_version()",
+                  "update model_versions set is_active = false", "insert into model_version_activations "
+                  "(repo_id, version) values ('me/model', 'v2')",
+                  "insert into model_versions (version, repo_id) values ('v3', 'me/model')"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute("set local role anon")
+            conn.execute(query.encode())
+    active = pg_store.active_model_version()
+    assert active is not None and active.version == "v1"
+
+
+def test_the_anon_key_reads_versions_over_rest_but_cannot_change_them(
+        supabase_contract_store: ChunkStore, supabase_rest: PostgrestServer) -> None:
+    from promptly.store.base import StoreConnectionError
+    from promptly.store.supabase import SupabaseStore
+
+    supabase_contract_store.add_model_version(_version("me/model", "v1", 0.1))
+    supabase_contract_store.promote_model_version("me/model", "v1")
+    with SupabaseStore(supabase_rest.url, supabase_rest.anon_key, embedding_dim=DIM) as anon:
+        assert [v.version for v in anon.list_model_versions()] == ["v1"]
+        active = anon.active_model_version()
+        assert active is not None and active.version == "v1"
+        with pytest.raises(StoreConnectionError, match="service_role"):
+            anon.promote_model_version("me/model", "v1")
+        with pytest.raises(StoreConnectionError):
+            anon.add_model_version(_version("me/model", "v2", 0.2))
+    assert [v.version for v in supabase_contract_store.list_model_versions()] == ["v1"]

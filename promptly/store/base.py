@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
@@ -16,6 +16,7 @@ STATUS_COUNTS: dict[str, tuple[str, str, str | None, str | None]] = {
     "generated_qa_pairs": ("0005", "qa_pairs", "origin", "generated"),
     "conversations": ("0004", "conversations", None, None),
     "liked_conversations": ("0004", "conversations", "feedback", "up"),
+    "model_versions": ("0001", "model_versions", None, None),
 }
 """The counts `promptly db status` shows: name -> (migration creating it, table, filter column, value)."""
 
@@ -130,6 +131,40 @@ class ChunkStore(Protocol):
         """Stream conversations, oldest first, optionally only those with this feedback (service role)."""
         ...
 
+    # -- published model versions (migration 0008): what `promptly publish` pushed, and which one is served --
+    def add_model_version(self, version: ModelVersion) -> None:
+        """Record a published version (inactive); an existing (repo_id, version) is refused, never replaced."""
+        ...
+
+    def list_model_versions(self, repo_id: str | None = None) -> list[ModelVersion]:
+        """Every recorded version (of one repository, if given), oldest first."""
+        ...
+
+    def active_model_version(self) -> ModelVersion | None:
+        """The version the server loads, or None before the first promote."""
+        ...
+
+    def promote_model_version(self, repo_id: str, version: str) -> ModelVersion:
+        """Make this version the active one, in one statement; ModelVersionNotFoundError if unknown."""
+        ...
+
+    def rollback_model_version(self) -> ModelVersion:
+        """Undo the newest promote (the version active before it is active again); return the active one.
+        ModelVersionNotFoundError when there is nothing earlier to go back to."""
+        ...
+
+
+def fusion_arguments(full_text_weight: float | None, semantic_weight: float | None, rrf_k: int | None,
+                     candidates: int | None) -> dict[str, float | int]:
+    """The fusion parameters given to `search`, by match_chunks' argument names; None ones are left out,
+    so the SQL function's defaults (migration 0007) stay the single place they are set."""
+    given = {"full_text_weight": full_text_weight, "semantic_weight": semantic_weight, "rrf_k": rrf_k,
+             "candidates": candidates}
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"candidates must be at least 1, got {candidates}")
+    return {name: value for name, value in given.items() if value is not None}
+
+
 
 def check_dimension(stored: int | None, configured: int, where: str) -> None:
     """Refuse a store whose vectors have another dimension than the configured embedder's."""
@@ -164,3 +199,37 @@ def check_feedback(feedback: str | None) -> Feedback | None:
     if feedback is not None and feedback not in FEEDBACK_VALUES:
         raise ValueError(f"feedback must be 'up', 'down' or None, got {feedback!r}")
     return cast("Feedback | None", feedback)
+
+
+# -- published model versions (migrations 0001 and 0008) -------------------------------------------------
+class ModelVersionNotFoundError(StoreError):
+    """A model version (or an earlier activation to roll back to) that the store does not have."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One published version of a model repository, as the `model_versions` table holds it."""
+
+    version: str
+    """The tag in its repository: v1, v2, ..."""
+    repo_id: str
+    """The repository (owner/name) on the Hub or in the local registry."""
+    revision: str | None = None
+    """The commit the tag points at (what a loader pins)."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """The evaluation metrics the version was judged by."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Where it lives (registry, location), how it was made (run, export), and the redacted training config."""
+    created_at: datetime | None = None
+    is_active: bool = False
+    """Whether the server loads this version (at most one is active)."""
+
+
+def model_version_from_row(row: Mapping[str, Any]) -> ModelVersion:
+    """A ModelVersion from a row or a promote/rollback function's JSON (dates as text or datetime)."""
+    created = row.get("created_at")
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created)
+    return ModelVersion(version=str(row["version"]), repo_id=str(row["repo_id"]), revision=row.get("revision"),
+                        metrics=dict(row.get("metrics") or {}), config=dict(row.get("config") or {}),
+                        created_at=created, is_active=bool(row.get("is_active")))

@@ -46,6 +46,7 @@ def print_status(console: Console, status: StoreStatus) -> None:
     table.add_row("  of them liked", str(status.liked_conversations))
     console.print(table)
 
+    table.add_row("model versions", str(status.model_versions))
 
 @hydra_entry("db")
 def main(cfg: DictConfig) -> None:

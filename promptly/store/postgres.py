@@ -12,6 +12,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
@@ -19,10 +20,14 @@ from promptly.store.base import (
     STATUS_COUNTS,
     Conversation,
     Feedback,
+    ModelVersion,
+    ModelVersionNotFoundError,
     SchemaMismatchError,
     StoreConnectionError,
+    StoreError,
     check_dimension,
     check_feedback,
+    model_version_from_row,
 )
 from promptly.store.migrations import LEDGER_DDL, load_migrations
 
@@ -371,6 +376,49 @@ def _require_embedding(chunk: Chunk) -> tuple[float, ...]:
         raise ValueError(f"chunk {chunk.ordinal} of {chunk.document_id!r} has no embedding")
     return chunk.embedding
 
+
+    # -- published model versions (migration 0008) ------------------------------------------------
+    _VERSION_COLUMNS = "version, repo_id, revision, metrics, config, created_at, is_active"
+
+    def add_model_version(self, version: ModelVersion) -> None:
+        with self.conn.transaction():
+            row = self.conn.execute(
+                "insert into model_versions (version, repo_id, revision, metrics, config)"
+                " values (%s, %s, %s, %s, %s) on conflict (repo_id, version) do nothing returning version",
+                (version.version, version.repo_id, version.revision, Jsonb(version.metrics), Jsonb(version.config)),
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"model_versions already holds version {version.version} of {version.repo_id}")
+
+    def list_model_versions(self, repo_id: str | None = None) -> list[ModelVersion]:
+        where, params = ("where repo_id = %s", (repo_id,)) if repo_id else ("", ())
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(f"select {self._VERSION_COLUMNS} from model_versions {where}"
+                               " order by created_at, repo_id, version", params).fetchall()
+        self.conn.commit()
+        return [model_version_from_row(r) for r in rows]
+
+    def active_model_version(self) -> ModelVersion | None:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(f"select {self._VERSION_COLUMNS} from model_versions where is_active").fetchone()
+        self.conn.commit()
+        return model_version_from_row(row) if row else None
+
+    def promote_model_version(self, repo_id: str, version: str) -> ModelVersion:
+        return self._activate("select promptly_promote_model_version(%s, %s)", (repo_id, version))
+
+    def rollback_model_version(self) -> ModelVersion:
+        return self._activate("select promptly_rollback_model_version()", ())
+
+    def _activate(self, query: str, params: Sequence[Any]) -> ModelVersion:
+        """Run a promote/rollback function in its own transaction; its no_data_found is the user's error."""
+        try:
+            with self.conn.transaction():
+                row = self.conn.execute(query.encode(), params).fetchone()
+        except psycopg.errors.NoDataFound as err:
+            raise ModelVersionNotFoundError(err.diag.message_primary or str(err)) from None
+        assert row is not None and row[0] is not None
+        return model_version_from_row(row[0])
 
 def _as_tuple(embedding: Any) -> tuple[float, ...]:
     """pgvector hands back numpy arrays or its Vector class depending on the cursor's format."""

@@ -17,11 +17,14 @@ from promptly.store.base import (
     STATUS_COUNTS,
     Conversation,
     Feedback,
+    ModelVersion,
+    ModelVersionNotFoundError,
     SchemaMismatchError,
     StoreConnectionError,
     StoreError,
     check_dimension,
     check_feedback,
+    model_version_from_row,
 )
 from promptly.store.migrations import load_migrations
 
@@ -293,6 +296,51 @@ class SupabaseStore:
                                model_version=r["model_version"], created_at=r["created_at"])
 
     # -- search -------------------------------------------------------------------------------
+    # -- published model versions (migration 0008) ------------------------------------------------
+    _VERSION_COLUMNS = "version,repo_id,revision,metrics,config,created_at,is_active"
+
+    def add_model_version(self, version: ModelVersion) -> None:
+        row = {"version": version.version, "repo_id": version.repo_id, "revision": version.revision,
+               "metrics": version.metrics, "config": version.config}
+        try:
+            self._run(self.client.table("model_versions").insert(row, returning=ReturnMethod.minimal),
+                      "recording a model version")
+        except StoreError as err:
+            if isinstance(err.__cause__, APIError) and err.__cause__.code == "23505":
+                raise StoreError(f"model_versions already holds version {version.version} of "
+                                 f"{version.repo_id}") from None
+            raise
+
+    def list_model_versions(self, repo_id: str | None = None) -> list[ModelVersion]:
+        def query() -> Any:
+            q = self.client.table("model_versions").select(self._VERSION_COLUMNS)
+            q = q.eq("repo_id", repo_id) if repo_id else q
+            return q.order("created_at").order("repo_id").order("version")
+        return [model_version_from_row(r) for r in self._pages(query, self.page_size, "reading model versions")]
+
+    def active_model_version(self) -> ModelVersion | None:
+        query = self.client.table("model_versions").select(self._VERSION_COLUMNS).eq("is_active", True)
+        rows: Any = self._run(query, "reading the active model version").data
+        return model_version_from_row(rows[0]) if rows else None
+
+    def promote_model_version(self, repo_id: str, version: str) -> ModelVersion:
+        params = {"target_repo_id": repo_id, "target_version": version}
+        return self._activate(self.client.rpc("promptly_promote_model_version", params), "promoting a version")
+
+    def rollback_model_version(self) -> ModelVersion:
+        return self._activate(self.client.rpc("promptly_rollback_model_version"), "rolling back")
+
+    def _activate(self, query: Any, what: str) -> ModelVersion:
+        """One rpc call (one transaction); the function's no_data_found (P0002) is the user's error."""
+        try:
+            data: Any = self._run(query, what).data
+        except StoreError as err:
+            cause = err.__cause__
+            if isinstance(cause, APIError) and cause.code == "P0002":
+                raise ModelVersionNotFoundError(self._scrub(str(cause.message))) from None
+            raise
+        return model_version_from_row(data)
+
     def search(
         self,
         query_embedding: Sequence[float],

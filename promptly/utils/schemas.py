@@ -11,7 +11,9 @@ from hydra.core.config_store import ConfigStore
 from promptly.data.config import DataConfig
 from promptly.ingest.config import EmbedderConfig, IngestConfig
 from promptly.model.config import ModelConfig, PeftConfig
+from promptly.publish.config import PublishConfig
 from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
+from promptly.utils import resolvers  # noqa: F401  (registers ${metric_mode:...} and ${metric_direction:...})
 
 
 def register_schemas() -> None:
@@ -25,6 +27,7 @@ def register_schemas() -> None:
     cs.store(group="store", name="base_embedded_store", node=EmbeddedStoreConfig)
     cs.store(group="store", name="base_postgres_store", node=PostgresStoreConfig)
     cs.store(group="store", name="base_supabase_store", node=SupabaseStoreConfig)
+    cs.store(group="publish", name="base_publish", node=PublishConfig)
 
 
 register_schemas()

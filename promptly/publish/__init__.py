@@ -1,0 +1,1 @@
+"""`promptly publish`: the best run, exported and carded, pushed as a numbered version; promote and rollback."""
