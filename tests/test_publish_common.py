@@ -22,9 +22,10 @@ TRAIN = [*FAST, "experiment=smoke", "model/peft=lora", "model.peft.r=4", "model.
          "module.samples=0", "logger=csv"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def evaluated_run(tmp_path_factory: pytest.TempPathFactory, tiny_state: Path, ingested_url: str) -> Path:
-    """A tiny-model LoRA run with a checkpoint, evaluated once (8 test questions) by `promptly eval`."""
+    """A tiny-model LoRA run with a checkpoint, evaluated once (8 test questions) by `promptly eval`.
+    Shared by the session: tests that change it work on a copy."""
     from promptly.evaluation.command import run as run_eval
     from promptly.train import train
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from promptly.evaluation.report import ordered_metrics
 from promptly.metrics_catalog import lookup
@@ -50,6 +50,8 @@ class CardInputs:
     selection: str
     """How the run was chosen, in one line."""
     card: CardConfig
+    local_repo: str | None = None
+    """The repository's folder in the local registry (the card then loads the tag's snapshot), None on the Hub."""
 
 
 def bias_summary(run_dir: Path, evaluation: Evaluation) -> str | None:
@@ -86,7 +88,8 @@ def front_matter(inputs: CardInputs) -> dict[str, Any]:
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None)
+    value = OmegaConf.select(cfg, key, default=None)
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
 
 
 def hyperparameters(cfg: DictConfig, meta: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -118,16 +121,21 @@ def evaluation_table(evaluation: Evaluation) -> str:
 
 
 def how_to_load(inputs: CardInputs) -> str:
-    repo, version, meta = inputs.repo_id, inputs.version, inputs.exported.meta
+    meta, version = inputs.exported.meta, inputs.version
+    if inputs.local_repo:  # a registry folder: the tag file names the snapshot folder of the version
+        head = (f"from pathlib import Path\n\nrepo = Path(\"{inputs.local_repo}\")\n"
+                f"source = repo / \"snapshots\" / (repo / \"refs/tags/{version}\").read_text().strip()\n")
+        where = "source"
+    else:
+        head, where = "", f"\"{inputs.repo_id}\", revision=\"{version}\""
     if inputs.exported.layout == "adapter":
-        return ("```python\nfrom peft import PeftModel\n"
-                "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        code = (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n{head}\n"
                 f"base = AutoModelForCausalLM.from_pretrained(\"{meta.get('base_model')}\")\n"
-                f"model = PeftModel.from_pretrained(base, \"{repo}\", revision=\"{version}\")\n"
-                f"tokenizer = AutoTokenizer.from_pretrained(\"{repo}\", revision=\"{version}\")\n```")
-    text = (f"```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            f"model = AutoModelForCausalLM.from_pretrained(\"{repo}\", revision=\"{version}\")\n"
-            f"tokenizer = AutoTokenizer.from_pretrained(\"{repo}\", revision=\"{version}\")\n```")
+                f"model = PeftModel.from_pretrained(base, {where})\n")
+    else:
+        code = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n{head}\n"
+                f"model = AutoModelForCausalLM.from_pretrained({where})\n")
+    text = f"```python\n{code}tokenizer = AutoTokenizer.from_pretrained({where})\n```"
     if inputs.exported.layout == "merged":
         text += "\n\nThe LoRA adapter is merged into the base weights"
         text += (f"; the adapter alone is in `{ADAPTER_DIR}/` (base `{meta.get('base_model')}`)."

@@ -36,6 +36,7 @@ from promptly.publish.card import CardInputs, DataSnapshot, render_card
 from promptly.publish.config import CardConfig
 from promptly.publish.export import export_version
 from promptly.publish.registry import Registry, next_version
+from promptly.publish.registry_local import LocalRegistry
 from promptly.publish.selection import Candidate, Evaluation, newest_evaluation, resolve_run
 from promptly.store.base import ChunkStore, ModelVersion
 from promptly.utils.redact import redacted_container
@@ -50,8 +51,6 @@ def open_registry(p: DictConfig) -> Registry:
         from promptly.publish.hub import HubRegistry
 
         return HubRegistry(str(p.hub.endpoint), str(p.hub.token_env))
-    from promptly.publish.registry_local import LocalRegistry
-
     return LocalRegistry(str(p.registry_dir))
 
 
@@ -104,7 +103,8 @@ def push(cfg: DictConfig, store: ChunkStore, console: Console) -> ModelVersion:
         exported = export_version(run_cfg, checkpoint, folder, bool(p.merge))
         card = CardInputs(repo_id=repo_id, version=version, run_dir=chosen.run_dir, run_config=run_cfg,
                           evaluation=evaluation, exported=exported, data=data_snapshot(store), selection=selection,
-                          card=CardConfig(**OmegaConf.to_container(p.card, resolve=True)))  # type: ignore[arg-type]
+                          card=CardConfig(**OmegaConf.to_container(p.card, resolve=True)),  # type: ignore[arg-type]
+                          local_repo=str(registry.repo_dir(repo_id)) if isinstance(registry, LocalRegistry) else None)
         token = os.environ.get(str(p.hub.token_env), "")
         (folder / "README.md").write_text(render_card(card, secrets=(token,)), encoding="utf-8")
         published = datetime.now(UTC).isoformat()
