@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -13,6 +15,8 @@ class Verb:
     summary: str
     actions: tuple[str, ...] = ()
     """Positional sub-commands (`promptly db migrate`), passed to the entry config as `action=...`."""
+    positional: str | None = None
+    """The config key a free-text first argument sets (`promptly ask "QUESTION"` sets `question`)."""
 
 
 VERBS: dict[str, Verb] = {
@@ -27,13 +31,18 @@ VERBS: dict[str, Verb] = {
                ("generate", "export")),
     "publish": Verb("promptly.publish.command", "push | list | promote | rollback: versioned models, local or Hub",
                     ("push", "list", "promote", "rollback")),
+    "ask": Verb("promptly.ask", "answer one question with retrieved context and numbered citations",
+                positional="question"),
 }
 
-USAGE = """usage: promptly <verb> [override ...] [-m] [--help]
+VERBOSE_FLAGS = ("-v", "--verbose")
+LOG_LEVEL_ENV = "PROMPTLY_LOG_LEVEL"  # read by configs/hydra/job_logging (the console handler's level)
+
+USAGE = """usage: promptly [-v] <verb> [override ...] [-m] [--help]
 
 Every verb is a Hydra app on the config tree in configs/: pass overrides such as
 store=postgres store.url=postgresql://... or -m for a multirun; `promptly <verb> --help`
-shows that verb's config groups and options.
+shows that verb's config groups and options. -v (anywhere) shows INFO logs and progress bars.
 
 verbs:
 {verbs}
@@ -46,8 +55,27 @@ def usage() -> str:
     return USAGE.format(verbs="\n".join(lines))
 
 
+def _is_override(arg: str) -> bool:
+    """`key=value`, `+key=value`, `~key` or a flag: what Hydra reads; anything else is free text."""
+    if arg.startswith("-") or arg.startswith("~"):
+        return True
+    key, sep, _ = arg.partition("=")
+    return bool(sep) and bool(re.fullmatch(r"\+{0,2}[\w./@-]+", key))
+
+
+def quote(text: str) -> str:
+    """Free text as one quoted Hydra override value, kept as typed: quotes and the backslashes before
+    them are escaped (Hydra's rule), and `${` is escaped so OmegaConf never interpolates it."""
+    text = text.replace("${", "\\${")
+    text = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", text)
+    text = re.sub(r"(\\+)$", lambda m: m[1] * 2, text)
+    return f"'{text}'"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in VERBOSE_FLAGS for a in args)
+    args = [a for a in args if a not in VERBOSE_FLAGS]
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         raise SystemExit(0 if args else 2)
@@ -57,13 +85,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"promptly: unknown verb {name!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         raise SystemExit(2)
-    if verb.actions and rest and rest[0] in verb.actions:
+    if verb.positional and rest and not _is_override(rest[0]):
+        rest = [f"{verb.positional}={quote(rest[0])}", *rest[1:]]
+    elif verb.actions and rest and rest[0] in verb.actions:
         rest = [f"action={rest[0]}", *rest[1:]]
     elif verb.actions and rest and not rest[0].startswith("-") and "=" not in rest[0]:
         print(f"promptly {name}: unknown action {rest[0]!r}; choose one of {', '.join(verb.actions)}",
               file=sys.stderr)
         raise SystemExit(2)
     sys.argv = [f"promptly {name}", *rest]
+    if verbose:
+        os.environ[LOG_LEVEL_ENV] = "INFO"
+    from promptly.utils.log_setup import quiet_libraries
+
+    quiet_libraries(verbose or os.environ.get(LOG_LEVEL_ENV, "").upper() in ("INFO", "DEBUG"))
     entry = importlib.import_module(verb.module)
     entry.main()
 

@@ -1,4 +1,9 @@
-"""Where the config tree lives, and the decorator that turns a function into a Hydra entry point."""
+"""Where the config tree lives, and the decorator that turns a verb's task into a Hydra entry point.
+
+Every verb has the same shape: `@hydra_entry("<verb>")` on a task `cfg -> (metrics, objects)`. A verb
+that makes a run folder runs under `task_wrapper` (redacted config, result.json, loggers closed); user
+errors (promptly.errors.PromptlyError) print as one line, anything else keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 
 import promptly.utils.schemas  # noqa: F401  (registers the config schemas before any verb composes)
+from promptly.errors import InputNotFoundError, PromptlyError
+from promptly.utils.redact import redact_text
+from promptly.utils.task_wrapper import Task, task_wrapper
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_ROOT.parent
@@ -24,15 +32,11 @@ def config_dir() -> Path:
     override = os.environ.get("PROMPTLY_CONFIG_DIR")
     path = Path(override) if override else PROJECT_ROOT / "configs"
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"promptly's config tree was not found at {path}: install promptly from its repository "
             "(`pip install -e .`) or set PROMPTLY_CONFIG_DIR"
         )
     return path
-
-
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError)
-"""Errors whose message tells the user what to fix: printed without a traceback."""
 
 
 def report_user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -40,15 +44,12 @@ def report_user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
-        from promptly.store.base import StoreError
-
-        caught: tuple[type[BaseException], ...] = (StoreError, *USER_ERRORS)
         try:
             return fn(cfg)
-        except caught as err:
+        except PromptlyError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _is_multirun():
                 raise  # in a multirun the launcher records the failed job and the others go on
-            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}")
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(redact_text(str(err)))}")
             raise SystemExit(1) from None
 
     return wrapper
@@ -61,7 +62,23 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """`@hydra.main` on promptly's config tree, so every verb takes overrides, `-m`, `--cfg job` etc."""
-    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-    return lambda fn: main(report_user_errors(fn))
+def hydra_entry(config_name: str, run_folder: bool = True) -> Callable[[Task], Callable[[], Any]]:
+    """`@hydra.main` on promptly's config tree for a verb's task, so every verb takes overrides, `-m`,
+    `--cfg job` etc. With `run_folder` the task runs under `task_wrapper`. The entry returns the
+    optimised metric (for sweepers) and exits with the task's `exit_code`, if it set one."""
+
+    def decorate(task: Task) -> Callable[[], Any]:
+        job = task_wrapper(task) if run_folder else task
+
+        def entry(cfg: DictConfig) -> float | None:
+            _, objects = job(cfg)
+            if objects.get("exit_code"):
+                raise SystemExit(int(objects["exit_code"]))
+            value = objects.get("value")
+            return None if value is None else float(value)
+
+        functools.update_wrapper(entry, task)  # Hydra names the job and finds the module through this
+        main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+        return main(report_user_errors(entry))  # type: ignore[no-any-return]
+
+    return decorate

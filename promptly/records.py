@@ -104,3 +104,31 @@ class StoreStatus:
     """Conversations rated up: the examples of data=conversations."""
     model_versions: int = 0
     """Versions `promptly publish` recorded (migration 0001's model_versions table)."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A source an answer was given: one retrieved chunk, numbered as the prompt numbered it."""
+
+    number: int
+    """The chunk's source number in the prompt ([1], [2], ...)."""
+    chunk_id: str
+    document_id: str
+    ordinal: int
+    """The chunk's position within its document."""
+    title: str
+    score: float | None
+    """The score the search ranked it by (None for a chunk given rather than retrieved)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered question: what `promptly ask` prints and the server returns."""
+
+    question: str
+    text: str
+    citations: tuple[Citation, ...]
+    model: str
+    """The model's name (run folder, version or base model)."""
+    seconds: float
+    """Retrieval and generation, wall clock (shared equally by the questions of one batch)."""

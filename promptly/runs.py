@@ -16,9 +16,11 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from promptly.errors import InputNotFoundError
 from promptly.hydra_entry import hydra_entry
 from promptly.metrics_catalog import mode as metric_mode
 from promptly.utils.results import RunResult, find_results
+from promptly.utils.task_wrapper import TaskOutput
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> list[RunRow]:
     # Piped or in CI, rich assumes 80 columns and folds every cell; a log file can be wider.
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     if not root.exists():
-        raise SystemExit(f"promptly runs: no folder {root} (set dir=<log folder or multirun folder>)")
+        raise InputNotFoundError(f"no folder {root}: set dir=<log folder or multirun folder>")
     rows, metric = collect(root, cfg.get("sort_by"), str(cfg.get("mode", "auto")))
     if cfg.get("limit"):
         rows = rows[: int(cfg.limit)]
@@ -99,9 +101,11 @@ def run(cfg: DictConfig, console: Console | None = None) -> list[RunRow]:
     return rows
 
 
-@hydra_entry("runs")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def task(cfg: DictConfig) -> TaskOutput:
+    return {}, {"rows": run(cfg)}
+
+
+main = hydra_entry("runs", run_folder=False)(task)
 
 
 if __name__ == "__main__":

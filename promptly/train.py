@@ -25,7 +25,7 @@ from promptly.model.export import export_model
 from promptly.model.factory import ModelFactory
 from promptly.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from promptly.utils.redact import redacted_container
-from promptly.utils.task_wrapper import metric_value, task_wrapper
+from promptly.utils.task_wrapper import TaskOutput, task_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+def run(cfg: DictConfig) -> TaskOutput:
     """One training run (no failure handling: `train` adds it)."""
     objects = build(cfg)
     trainer: L.Trainer = objects["trainer"]
@@ -102,12 +102,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 train = task_wrapper(run)
+"""One run with the wrapper's run-folder contract: what tests and benchmarks call."""
 
-
-@hydra_entry("train")
-def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
-    return metric_value(metrics, cfg.get("optimized_metric"))
+main = hydra_entry("train")(run)
 
 
 if __name__ == "__main__":

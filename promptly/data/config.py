@@ -68,8 +68,9 @@ class PromptConfig:
     """Plain prompt with {system}, {context} and {question}; used when no chat template applies."""
     user_template: str = "Context:\n{context}\n\nQuestion: {question}"
     """The user message given to a chat template ({context}, {question})."""
-    chunk_template: str = "{content}"
-    """How each retrieved chunk is written ({content}, {document_id}, {ordinal})."""
+    chunk_template: str = "[{number}] {title}\n{content}"
+    """How each retrieved chunk is written ({number}: its source number, {title}, {content}, {document_id},
+    {ordinal})."""
     chunk_separator: str = "\n\n"
     """Between retrieved chunks."""
     answer_prefix: str = " "

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptly.data.sources import RagExample, document_splits
+from promptly.data.sources import document_splits
 from promptly.records import QAPair, Split
+from promptly.retrieval import RagExample, context_chunk
 from promptly.store.base import ChunkStore
 
 _HELD_OUT_ORDER: dict[str, int] = {"train": 0, "validation": 1, "test": 2}
@@ -36,8 +37,8 @@ def conversation_examples(store: ChunkStore, seed: int = 42, split: Split | None
     liked = list(store.iter_conversations(feedback="up"))  # spooled: the next reads need the connection
     report.liked = len(liked)
     stored = store.get_chunks(sorted({c for conv in liked for c in conv.chunk_ids}))
-    chunks: dict[str, dict[str, Any]] = {cid: {"document_id": c.document_id, "ordinal": c.ordinal, "content": c.content}
-              for cid, c in stored.items()}
+    chunks: dict[str, dict[str, Any]] = {
+        cid: context_chunk(c.document_id, c.ordinal, c.content, c.metadata, cid) for cid, c in stored.items()}
     split_of = document_splits(store, seed)
     for conv in liked:
         context = tuple(chunks[c] for c in dict.fromkeys(conv.chunk_ids) if c in chunks)

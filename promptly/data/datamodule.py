@@ -28,17 +28,10 @@ from promptly.data.config import Batching, ExampleSource, RetrievalConfig, Retri
 from promptly.data.conversations import ConversationReport, conversation_examples
 from promptly.data.encoding import EncodeStats, ExampleEncoder
 from promptly.data.prompts import PromptBuilder, prompt_config
-from promptly.data.sources import (
-    RagExample,
-    check_store,
-    document_splits,
-    iter_chunk_texts,
-    iter_rag_examples,
-    read_spool,
-    spool_qa_pairs,
-)
+from promptly.data.sources import check_store, document_splits, iter_chunk_texts, read_spool, spool_qa_pairs
 from promptly.data.token_cache import TokenFile, TokenFileWriter
 from promptly.records import Split
+from promptly.retrieval import RagExample, Retriever, iter_rag_examples
 from promptly.store.base import ChunkStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -202,9 +195,9 @@ class RagDataModule(L.LightningDataModule):
         training = split == "train"
         gold = self.retrieval.include_gold if training else self.retrieval.include_gold_eval
         try:
-            for ex in iter_rag_examples(self.store, self.embedder.embed_queries, read_spool(spool, self._limit(split)),
-                                        self.retrieval.k, self.retrieval.mode.value, gold,
-                                        self.retrieval.batch_size):
+            retriever = Retriever(self.store, self.embedder, self.retrieval.k, self.retrieval.mode.value,
+                                  self.retrieval.batch_size)
+            for ex in iter_rag_examples(retriever, read_spool(spool, self._limit(split)), gold):
                 doc = ex.pair.document_id
                 if seen.setdefault(doc, split) != split:
                     raise StoreError(f"document {doc!r} has QA pairs in both {seen[doc]} and {split}: "

@@ -57,8 +57,11 @@ class PromptBuilder:
                 raise ValueError(f"{name} must contain {field}: {template!r}")
 
     def format_context(self, chunks: Sequence[Mapping[str, Any]]) -> str:
-        """Retrieved chunks, best first, written with chunk_template and joined."""
-        return self.cfg.chunk_separator.join(self.cfg.chunk_template.format(**c) for c in chunks)
+        """Retrieved chunks, best first, written with chunk_template (`{number}` counts from 1, as the
+        citations do) and joined."""
+        return self.cfg.chunk_separator.join(
+            self.cfg.chunk_template.format(**{"title": c.get("document_id", ""), **c, "number": n})
+            for n, c in enumerate(chunks, start=1))
 
     def parts(self, question: str) -> PromptParts:
         """Prefix and suffix of the prompt around the context, for this question."""

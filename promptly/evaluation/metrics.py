@@ -19,6 +19,7 @@ from torchmetrics import Metric
 from torchmetrics.text import ROUGEScore, SacreBLEUScore
 
 from promptly.evaluation import rag_metrics as rag
+from promptly.evaluation.config import MetricConfig
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 IGNORE_INDEX = -100
@@ -162,35 +163,6 @@ class EvalExample:
     """Summed NLL of the reference answer's tokens under the model (`answer_token_nll`), if computed."""
     answer_tokens: int = 0
     """How many tokens `answer_nll` sums over."""
-
-
-@dataclass(frozen=True)
-class MetricConfig:
-    """Settings of the metrics; they are written into every report."""
-
-    rouge_stemmer: bool = True
-    """Porter-stem tokens longer than three characters before ROUGE matching (rouge-score's use_stemmer)."""
-    coverage_threshold: float = 0.6
-    """Cosine at or above which a reference sentence counts as covered by an answer sentence."""
-    faithfulness_threshold: float = 0.5
-    """Cosine at or above which an answer sentence is close enough to the context to be supported."""
-    rare_words: bool = True
-    """Treat words outside the embedder's vocabulary as critical tokens in faithfulness."""
-    check_negation: bool = True
-    """Faithfulness: a sentence negated unlike its closest context sentence is unsupported."""
-    judge_questions: int = 3
-    """Questions the judge generates per answer for the RAGAS-style relevance."""
-    recall_ks: tuple[int, ...] = (1, 3, 5)
-    """The k of each recall@k."""
-
-    def __post_init__(self) -> None:
-        for name in ("coverage_threshold", "faithfulness_threshold"):
-            if not -1.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} is a cosine similarity: it must lie in [-1, 1]")
-        if not self.recall_ks or any(k < 1 for k in self.recall_ks):
-            raise ValueError("recall_ks must be positive integers")
-        if self.judge_questions < 1:
-            raise ValueError("judge_questions must be at least 1")
 
 
 @dataclass

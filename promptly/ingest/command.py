@@ -20,6 +20,7 @@ from promptly.ingest.qa import QAReport, SplitConfig, load_qa_pairs
 from promptly.ingest.redaction import RedactionReport, Redactor
 from promptly.ingest.sync import SyncReport, sync_documents
 from promptly.store.base import ChunkStore
+from promptly.utils.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,15 @@ def print_summary(console: Console, report: SyncReport, qa: QAReport | None,
         console.print(errors)
 
 
-@hydra_entry("ingest")
-def main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> TaskOutput:
+    """The verb: exit status 1 when a document or the QA file was skipped (everything else is stored)."""
     result = run(cfg)
-    if not result.ok:
-        raise SystemExit(1)
+    sync = result.sync
+    metrics = {"added": sync.added, "updated": sync.updated, "unchanged": sync.unchanged, "deleted": sync.deleted,
+               "failed": len(sync.failed), "chunks_written": sync.chunks_written, "seconds": sync.seconds}
+    if result.qa is not None:
+        metrics.update(qa_loaded=result.qa.loaded, qa_failed=len(result.qa.failed))
+    return {k: float(v) for k, v in metrics.items()}, {"result": result, "exit_code": 0 if result.ok else 1}
+
+
+main = hydra_entry("ingest")(task)

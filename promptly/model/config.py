@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from promptly.errors import ConfigError
+from promptly.model.packaged import PackagedModelConfig
+
 
 class PeftMethod(StrEnum):
     """Which parameters are trained."""
@@ -74,4 +77,34 @@ class ModelConfig:
     """Longest sequence the model is trained on (null: its max_position_embeddings)."""
     tiny: TinyConfig | None = None
     """Settings of the locally built model (only with name_or_path=tiny)."""
+    packaged: PackagedModelConfig | None = None
+    """Read the weights from a GGUF file shipped in a pip package (name_or_path then names its origin)."""
     peft: PeftConfig = field(default_factory=PeftConfig)
+
+
+@dataclass
+class SamplingConfig:
+    """How answers are generated: greedy by default, so a report can be reproduced."""
+
+    batch_size: int = 16
+    """Prompts generated together (left-padded); 1 is one-at-a-time."""
+    max_new_tokens: int = 64
+    """Longest answer, in tokens."""
+    do_sample: bool = False
+    """Sample instead of greedy decoding."""
+    temperature: float = 0.7
+    """Sampling temperature (only with do_sample)."""
+    top_p: float = 0.95
+    """Nucleus sampling mass (only with do_sample)."""
+    seed: int = 0
+    """Seeds sampling."""
+    repetition_penalty: float = 1.0
+    """Above 1 discourages repeating tokens (small models loop without it); 1 leaves logits unchanged."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ConfigError("generation.batch_size and generation.max_new_tokens must be at least 1")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ConfigError("sampling needs generation.temperature > 0 and 0 < generation.top_p <= 1")
+        if self.repetition_penalty <= 0:
+            raise ConfigError("generation.repetition_penalty must be positive (1 disables it)")

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from torchmetrics import MeanMetric
 
-from promptly.model.generation import exact_match, greedy_answers, token_f1
+from promptly.model.generation import SamplingConfig, exact_match, generate, token_f1
 from promptly.model.loss import supervised_loss
 
 if TYPE_CHECKING:  # the module runs without Hydra/OmegaConf (benchmarks/gpu_train_throughput.py)
@@ -103,8 +103,8 @@ class RagLitModule(L.LightningModule):
         samples = datamodule.samples(self.samples) if hasattr(datamodule, "samples") else []
         if not samples:
             return
-        answers = greedy_answers(self.net, self.tokenizer, [s.prompt_ids for s in samples],
-                                 self.max_new_tokens, self.device)
+        answers = generate(self.net, self.tokenizer, [s.prompt_ids for s in samples],
+                           SamplingConfig(batch_size=len(samples), max_new_tokens=self.max_new_tokens))
         rows = [{"epoch": self.current_epoch, "step": self.global_step, "question": s.question,
                  "reference": s.answer, "generated": a, "exact_match": exact_match(a, s.answer),
                  "f1": token_f1(a, s.answer)} for s, a in zip(samples, answers, strict=True)]

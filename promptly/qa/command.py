@@ -13,14 +13,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from promptly.errors import ConfigError
 from promptly.hydra_entry import hydra_entry
 from promptly.ingest.command import prepare_store
 from promptly.ingest.qa import SplitConfig
 from promptly.qa.conversations import export_disliked
 from promptly.qa.generate import GenerationConfig, GenerationReport, PromptConfig, generate_pairs
-from promptly.qa.generators import GeneratorError, QAGenerator
+from promptly.qa.generators import QAGenerator
 from promptly.qa.validation import REASONS, ValidationConfig
 from promptly.store.base import ChunkStore
+from promptly.utils.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 ACTIONS = ("generate", "export")
@@ -40,14 +42,14 @@ def generation_config(node: DictConfig) -> GenerationConfig:
             **data,
         )
     except TypeError as err:
-        raise ValueError(f"qa: {err} (see promptly/qa/generate.py GenerationConfig for the valid keys)") from None
+        raise ConfigError(f"qa: {err} (see promptly/qa/generate.py GenerationConfig for the valid keys)") from None
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | int:
     """Run the configured action; also what tests call directly."""
     console = console or Console(stderr=True)
     if cfg.action not in ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {cfg.action!r}")
+        raise ConfigError(f"action must be one of {', '.join(ACTIONS)}, got {cfg.action!r}")
     store: ChunkStore = instantiate(cfg.store)
     try:
         prepare_store(store, cfg.qa.auto_migrate)
@@ -85,14 +87,16 @@ def print_summary(console: Console, report: GenerationReport, generator: str) ->
     console.print(rejected)
 
 
-@hydra_entry("qa")
-def main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> TaskOutput:
+    """The verb: exit status 1 when every request to the generator failed."""
     for name in ("httpx", "httpx2"):  # one INFO line per request would bury the summary
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        result = run(cfg)
-    except GeneratorError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}")
-        raise SystemExit(1) from None
-    if isinstance(result, GenerationReport) and not result.ok:
-        raise SystemExit(1)
+    result = run(cfg)
+    if isinstance(result, GenerationReport):
+        metrics = {"documents": result.documents, "requests": result.requests, "accepted": result.accepted,
+                   "stored": result.stored, "replaced": result.replaced, "seconds": result.seconds}
+        return {k: float(v) for k, v in metrics.items()}, {"result": result, "exit_code": 0 if result.ok else 1}
+    return {"exported": float(result)}, {"result": result}
+
+
+main = hydra_entry("qa")(task)

@@ -14,12 +14,14 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, Protocol
 
+from promptly.errors import RemoteServiceError
+
 log = logging.getLogger(__name__)
 
 Messages = Sequence[Mapping[str, str]]
 
 
-class GeneratorError(RuntimeError):
+class GeneratorError(RemoteServiceError):
     """One request failed (the endpoint errored, or the prompt does not fit the model)."""
 
 

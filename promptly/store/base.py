@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
+from promptly.errors import PromptlyError
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 
 STATUS_COUNTS: dict[str, tuple[str, str, str | None, str | None]] = {
@@ -21,7 +22,7 @@ STATUS_COUNTS: dict[str, tuple[str, str, str | None, str | None]] = {
 """The counts `promptly db status` shows: name -> (migration creating it, table, filter column, value)."""
 
 
-class StoreError(RuntimeError):
+class StoreError(PromptlyError, RuntimeError):
     """A store problem a user can act on; the message names the setting, never a secret."""
 
 
@@ -106,10 +107,17 @@ class ChunkStore(Protocol):
         k: int = 5,
         filter: dict[str, Any] | None = None,
         mode: SearchMode = "hybrid",
-        full_text_weight: float = 1.0,
-        semantic_weight: float = 1.0,
+        full_text_weight: float | None = None,
+        semantic_weight: float | None = None,
+        rrf_k: int | None = None,
+        candidates: int | None = None,
     ) -> list[SearchHit]:
-        """Top-k chunks through the `match_chunks` SQL function."""
+        """Top-k chunks through the `match_chunks` SQL function.
+
+        `text` ranks by BM25 (migration 0007), `vector` by cosine similarity, `hybrid` fuses both by
+        reciprocal rank fusion of each ranking's top `candidates`. A fusion parameter left as None takes
+        the SQL function's default, the values tuned on benchmarks/retrieval_quality.py.
+        """
         ...
 
     def close(self) -> None:
@@ -163,7 +171,6 @@ def fusion_arguments(full_text_weight: float | None, semantic_weight: float | No
     if candidates is not None and candidates < 1:
         raise ValueError(f"candidates must be at least 1, got {candidates}")
     return {name: value for name, value in given.items() if value is not None}
-
 
 
 def check_dimension(stored: int | None, configured: int, where: str) -> None:

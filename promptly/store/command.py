@@ -7,10 +7,12 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from promptly.errors import ConfigError
 from promptly.hydra_entry import hydra_entry
 from promptly.records import StoreStatus
 from promptly.store.base import ChunkStore
 from promptly.store.migrations import render_schema_sql
+from promptly.utils.task_wrapper import TaskOutput
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> StoreStatus | str:
@@ -25,7 +27,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> StoreStatus | str:
             applied = store.migrate()
             console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         elif cfg.action != "status":
-            raise ValueError(f"action must be migrate, status or sql, got {cfg.action!r}")
+            raise ConfigError(f"action must be migrate, status or sql, got {cfg.action!r}")
         status = store.status()
     finally:
         store.close()
@@ -44,10 +46,12 @@ def print_status(console: Console, status: StoreStatus) -> None:
     table.add_row("  of them generated", str(status.generated_qa_pairs))
     table.add_row("conversations", str(status.conversations))
     table.add_row("  of them liked", str(status.liked_conversations))
+    table.add_row("model versions", str(status.model_versions))
     console.print(table)
 
-    table.add_row("model versions", str(status.model_versions))
 
-@hydra_entry("db")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def task(cfg: DictConfig) -> TaskOutput:
+    return {}, {"result": run(cfg)}
+
+
+main = hydra_entry("db", run_folder=False)(task)

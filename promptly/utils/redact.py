@@ -33,11 +33,32 @@ def is_secret_key(key: str) -> bool:
     return name.lower() not in _HARMLESS_KEYS and bool(_SECRET_KEY.search(name))
 
 
+_WEBHOOK_PATH = re.compile(
+    r"(?P<head>https?://(?:hooks\.slack\.com/(?:services|workflows|triggers)|(?:[a-z]+\.)?discord(?:app)?\.com/api/"
+    r"webhooks|[^/\s]+/(?:webhooks?|hooks))/)(?P<secret>[^\s\"'?#]+)", re.IGNORECASE)
+
+SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "KAGGLE_KEY", "OPENAI_API_KEY",
+                   "SUPABASE_SERVICE_KEY", "SUPABASE_ANON_KEY", "SUPABASE_KEY", "PROMPTLY_API_KEY",
+                   "PROMPTLY_DATABASE_URL", "PROMPTLY_WEBHOOK_URL", "SLACK_WEBHOOK_URL", "DISCORD_WEBHOOK_URL",
+                   "GITHUB_TOKEN")
+"""Variables whose values are secrets wherever they appear, whatever their shape (read at each call,
+so a variable set after start-up is covered too)."""
+
+
+def _env_secrets() -> list[str]:
+    values = (os.environ.get(name, "") for name in SECRET_ENV_VARS)
+    return sorted({v for v in values if len(v) >= 8}, key=len, reverse=True)
+
+
 def redact_text(text: str) -> str:
-    """Mask credentials embedded in a string (URLs, conninfo, query strings, token shapes)."""
+    """Mask credentials embedded in a string (URLs, conninfo, query strings, webhook paths, token shapes,
+    and the values of the secret environment variables)."""
+    for secret in _env_secrets():
+        text = text.replace(secret, MASK)
     text = _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["tail"], text)
     text = _CONNINFO_PASSWORD.sub(lambda m: m["head"] + MASK, text)
     text = _QUERY_SECRET.sub(lambda m: m["head"] + MASK, text)
+    text = _WEBHOOK_PATH.sub(lambda m: m["head"] + MASK, text)
     return _TOKEN_SHAPES.sub(MASK, text)
 
 

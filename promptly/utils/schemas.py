@@ -10,10 +10,11 @@ from hydra.core.config_store import ConfigStore
 
 from promptly.data.config import DataConfig
 from promptly.ingest.config import EmbedderConfig, IngestConfig
-from promptly.model.config import ModelConfig, PeftConfig
+from promptly.model.config import ModelConfig, PeftConfig, SamplingConfig
 from promptly.publish.config import PublishConfig
 from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
 from promptly.utils import resolvers  # noqa: F401  (registers ${metric_mode:...} and ${metric_direction:...})
+from promptly.verb_config import AskConfig, EvalConfig
 
 
 def register_schemas() -> None:
@@ -27,6 +28,9 @@ def register_schemas() -> None:
     cs.store(group="store", name="base_embedded_store", node=EmbeddedStoreConfig)
     cs.store(group="store", name="base_postgres_store", node=PostgresStoreConfig)
     cs.store(group="store", name="base_supabase_store", node=SupabaseStoreConfig)
+    cs.store(group="generation", name="base_generation", node=SamplingConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="ask_schema", node=AskConfig)
     cs.store(group="publish", name="base_publish", node=PublishConfig)
 
 

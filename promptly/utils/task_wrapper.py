@@ -1,5 +1,9 @@
-"""task_wrapper: every run leaves a redacted config and a result.json, closes W&B, and a failure is
-logged and recorded before it propagates, so Hydra marks that job failed and runs the next one."""
+"""task_wrapper: the one shape every verb that makes a run folder runs in.
+
+Each run leaves a redacted config.yaml (and redacted copies of Hydra's .hydra/ files) and a result.json;
+its loggers (W&B) are closed whatever happens; a failure is logged and recorded before it propagates,
+so Hydra marks that job failed and a multirun goes on with the next one.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +23,19 @@ from promptly.utils.results import RunResult, write_result
 
 log = logging.getLogger(__name__)
 
+TaskOutput = tuple[dict[str, float], dict[str, Any]]
+"""What a verb's task returns: numbers for result.json and sweepers, and the objects it made (tests,
+benchmarks and the entry point read them; `exit_code` there sets the command's exit status)."""
+
+Task = Callable[[DictConfig], TaskOutput]
 
 
 class JobFailed(RuntimeError):
     """A sweep job's failure, re-raised as an error Hydra records against that job.
 
-    Entry points turn user errors (ValueError, StoreError) into SystemExit for a clean message; inside
-    a multirun that would end the whole sweep, so there the original error travels wrapped in this.
+    Entry points turn user errors into SystemExit for a clean message; inside a multirun that would
+    end the whole sweep, so there the original error travels wrapped in this.
     """
-
-
-Task = Callable[[DictConfig], tuple[dict[str, float], dict[str, Any]]]
 
 
 def save_config(cfg: DictConfig, output_dir: Path) -> Path:
@@ -61,8 +67,10 @@ def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
 
 
 def task_wrapper(task: Task) -> Task:
+    """Run `task` as one job: redacted config first, result.json and closed loggers last."""
+
     @wraps(task)
-    def wrapped(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    def wrapped(cfg: DictConfig) -> TaskOutput:
         output_dir = Path(cfg.paths.output_dir)
         ident = run_identity()
         save_config(cfg, output_dir)
@@ -74,7 +82,9 @@ def task_wrapper(task: Task) -> Task:
         try:
             metrics, objects = task(cfg)
         except BaseException as err:
-            log.exception("run failed: %s", output_dir)
+            if isinstance(err, SystemExit) and not err.code:
+                raise
+            log.error("run failed: %s", output_dir, exc_info=not _is_user_error(err))
             result.error = redact_text(f"{type(err).__name__}: {err}")[:2000]
             result.duration_s = time.perf_counter() - started
             write_result(output_dir, result)
@@ -82,16 +92,23 @@ def task_wrapper(task: Task) -> Task:
             if ident.multirun and not isinstance(err, KeyboardInterrupt):
                 raise JobFailed(f"job {ident.job_num} failed: {result.error}") from err
             raise
-        result.status = "ok"
+        result.status = "ok" if not objects.get("exit_code") else "failed"
         result.metrics = metrics
         result.duration_s = time.perf_counter() - started
         result.best_model_path = objects.get("best_model_path")
         try:
             result.value = metric_value(metrics, result.optimized_metric)
+            objects["value"] = result.value
         finally:
             write_result(output_dir, result)
-            close_wandb(failed=False)
+            close_wandb(failed=result.status != "ok")
         log.info("run finished in %.1fs: %s", result.duration_s, output_dir)
         return metrics, objects
 
     return wrapped
+
+
+def _is_user_error(err: BaseException) -> bool:
+    from promptly.errors import PromptlyError
+
+    return isinstance(err, PromptlyError)

@@ -1,0 +1,84 @@
+"""`promptly ask "QUESTION"`: one answer through the RAG answer path, with numbered citations.
+
+    promptly ask "How do I install driftsync?"                 # the newest training run answers
+    promptly ask "..." model=smollm2_135m_instruct             # a base model
+    promptly ask "..." format=json                             # one JSON object on one line
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.markup import escape
+
+from promptly.answering import Answerer
+from promptly.errors import EmptyInputError
+from promptly.hydra_entry import hydra_entry
+from promptly.model.config import SamplingConfig
+from promptly.records import Answer
+from promptly.retrieval import Retriever
+from promptly.store.base import ChunkStore
+from promptly.utils.task_wrapper import TaskOutput
+
+log = logging.getLogger(__name__)
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    """What `format=json` prints: the answer, its sources, the model and the seconds taken."""
+    return {"answer": answer.text,
+            "citations": [{k: v for k, v in asdict(c).items() if k in ("number", "chunk_id", "document_id",
+                                                                      "ordinal", "title", "score")}
+                          for c in answer.citations],
+            "model": answer.model, "seconds": round(answer.seconds, 3)}
+
+
+def print_answer(console: Console, answer: Answer) -> None:
+    console.print(escape(answer.text) or "[yellow](the model gave an empty answer)[/]")
+    console.print("\n[bold]Sources[/]")
+    for c in answer.citations:
+        score = "" if c.score is None else f", score {c.score:.4f}"
+        console.print(f"  [{c.number}] {escape(c.title)} — {escape(c.document_id)} chunk {c.ordinal}{score}")
+    console.print(f"\n[dim]answered by {escape(answer.model)} in {answer.seconds:.1f} s[/]")
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> Answer:
+    """Answer cfg.question; also what tests call."""
+    question = str(cfg.question or "").strip()
+    if not question:
+        raise EmptyInputError('no question: promptly ask "YOUR QUESTION"')
+    if not (cfg.get("run_dir") or cfg.get("model_dir") or cfg.get("model") is not None):
+        with open_dict(cfg):
+            cfg.run_dir = "latest"
+    from promptly.model.loading import load_model
+
+    store: ChunkStore = instantiate(cfg.store)
+    try:
+        status = store.status()
+        if not status.applied_migrations or status.chunks == 0:
+            raise EmptyInputError("the store holds no documents to answer from: run `promptly ingest` first")
+        loaded = load_model(cfg)
+        sampling = SamplingConfig(**OmegaConf.to_container(cfg.generation, resolve=True))  # type: ignore[arg-type]
+        retriever = Retriever(store, instantiate(cfg.embedder), k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
+        filter_ = OmegaConf.to_container(cfg.filter, resolve=True) if cfg.get("filter") else None
+        answer = Answerer(loaded, retriever, sampling).answer([question], filter=filter_)[0]  # type: ignore[arg-type]
+    finally:
+        store.close()
+    if str(cfg.format) == "json":
+        print(json.dumps(answer_json(answer), ensure_ascii=False), flush=True)
+    else:
+        print_answer(console or Console(), answer)
+    return answer
+
+
+def task(cfg: DictConfig) -> TaskOutput:
+    answer = run(cfg)
+    return {"seconds": answer.seconds}, {"answer": answer}
+
+
+main = hydra_entry("ask", run_folder=False)(task)

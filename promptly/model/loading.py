@@ -1,0 +1,184 @@
+"""Models for answering, from wherever they live: a training run folder (its best checkpoint and the
+settings it was trained with), an exported folder (`<run>/model`, a registry version), or a base model
+option. `promptly eval`, `promptly ask`, the server and the bias probes all load through `load_model`.
+
+LoRA adapters are merged into the base after loading: inference then costs what the base costs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from promptly.data.config import PromptConfig
+from promptly.data.prompts import prompt_config
+from promptly.errors import ConfigError, InputNotFoundError, ModelLoadError
+from promptly.model.factory import ModelFactory
+
+log = logging.getLogger(__name__)
+
+EXPORT_META = "promptly.json"
+LATEST = "latest"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to answer (eval mode), with what prompts and reports need to know about it."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    """What reports, citations and the server call it: the run folder's name, or the base model's."""
+    origin: str
+    """The base model's true origin (e.g. a dequantized GGUF from a package)."""
+    checkpoint: str | None
+    """The weights loaded on top of the base (a checkpoint or an exported folder), None for a base model."""
+    prompt: PromptConfig
+    """The prompt the model was trained with (the configured one for a base model)."""
+    max_length: int
+    """Longest prompt + answer, in tokens."""
+    run_dir: str | None = None
+
+
+def latest_train_run(log_dir: str | Path) -> Path:
+    """The newest `promptly train` run folder (single runs and multirun jobs) that has a checkpoint."""
+    runs = [p.parent.parent for p in Path(log_dir, "train").glob("**/checkpoints/*.ckpt")]
+    if not runs:
+        raise InputNotFoundError(f"run_dir=latest: no training run with a checkpoint under {log_dir}/train "
+                                 "(train one with `promptly train`, or choose model=... for a base model)")
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_run_dir(value: str | Path, log_dir: str | Path) -> Path:
+    path = latest_train_run(log_dir) if str(value) == LATEST else Path(value).expanduser()
+    if not (path / "config.yaml").is_file():
+        raise InputNotFoundError(f"run_dir={value} has no config.yaml: is it a `promptly train` run folder?")
+    return path
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The run's best checkpoint, else its last one."""
+    ckpts = run_dir / "checkpoints"
+    best = sorted(p for p in ckpts.glob("*.ckpt") if p.name != "last.ckpt")
+    chosen = best[-1] if best else ckpts / "last.ckpt"
+    if not chosen.is_file():
+        raise InputNotFoundError(f"run_dir={run_dir} has no checkpoint under checkpoints/")
+    return chosen
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    """The run's saved (resolved, redacted) config."""
+    return OmegaConf.create(dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))))
+
+
+def load_checkpoint_weights(net: Any, ckpt: str | Path, adapter_only: bool) -> None:
+    """A Lightning checkpoint of RagLitModule (`net.`-prefixed keys) into a built network."""
+    try:
+        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)["state_dict"]
+        weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        net.load_state_dict(weights, strict=not adapter_only)
+    except (RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0][:300]
+        raise ModelLoadError(f"checkpoint {ckpt} does not fit this model: {first}. Load it with the settings it "
+                             "was trained with (run_dir=<its run folder>).") from None
+
+
+def _ready(model: Any) -> Any:
+    """Adapters merged, eval mode, cache on: the network as inference wants it."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    return model.eval()
+
+
+def _max_length(factory: ModelFactory, data_max_length: int | None) -> int:
+    return min(n for n in (data_max_length, factory.context_length) if n)
+
+
+def load_base(factory: ModelFactory, prompt: PromptConfig, max_length: int | None) -> LoadedModel:
+    """A base model option as it is, without adapters."""
+    return LoadedModel(model=_ready(factory.build(with_peft=False)), tokenizer=factory.load_tokenizer(),
+                       name=factory.name_or_path, origin=factory.origin, checkpoint=None, prompt=prompt,
+                       max_length=_max_length(factory, max_length))
+
+
+def load_checkpoint(factory: ModelFactory, ckpt: str | Path, prompt: PromptConfig, max_length: int | None,
+                    name: str | None = None, run_dir: str | None = None) -> LoadedModel:
+    """A base model option with a training checkpoint's weights on top."""
+    if not Path(ckpt).is_file():
+        raise InputNotFoundError(f"ckpt_path={ckpt} does not exist")
+    net = factory.build()
+    load_checkpoint_weights(net, ckpt, factory.adapter_only)
+    return LoadedModel(model=_ready(net), tokenizer=factory.load_tokenizer(), name=name or Path(ckpt).stem,
+                       origin=factory.origin, checkpoint=str(ckpt), prompt=prompt,
+                       max_length=_max_length(factory, max_length), run_dir=run_dir)
+
+
+def load_run(run_dir: str | Path, log_dir: str | Path, ckpt: str | Path | None = None) -> LoadedModel:
+    """A training run's best (or given) checkpoint with the model, prompt and length it was trained with."""
+    folder = resolve_run_dir(run_dir, log_dir)
+    saved = run_config(folder)
+    factory: ModelFactory = instantiate(saved.model)
+    data = saved.get("data") or {}
+    return load_checkpoint(factory, ckpt or run_checkpoint(folder), prompt_config(data.get("prompt")),
+                           data.get("max_length"), name=folder.name, run_dir=str(folder))
+
+
+def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None) -> LoadedModel:
+    """An exported folder (`<run>/model`, a registry version): full weights, or adapters on their base."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(folder).expanduser()
+    meta_path = path / EXPORT_META
+    if not meta_path.is_file():
+        raise InputNotFoundError(f"model_dir={folder} has no {EXPORT_META}: is it a promptly export?")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if meta.get("adapter_only"):
+        from peft import PeftModel
+
+        if meta.get("tiny"):
+            base = ModelFactory("tiny", tiny=meta["tiny"]).build(with_peft=False)
+        else:
+            base = AutoModelForCausalLM.from_pretrained(meta.get("base_path") or meta["base_model"], dtype="float32")
+        model = PeftModel.from_pretrained(base, str(path))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32")
+    context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    length = min(n for n in (max_length, context) if n)
+    return LoadedModel(model=_ready(model), tokenizer=tokenizer, name=path.parent.name if path.name == "model"
+                       else path.name, origin=str(meta.get("base_origin") or meta.get("base_model")),
+                       checkpoint=str(path), prompt=prompt, max_length=length)
+
+
+def load_model(cfg: DictConfig) -> LoadedModel:
+    """What a verb's config asks for: `run_dir` (a run folder or `latest`), `model_dir` (an export),
+    `ckpt_path` with `model`, or `model` alone (a base model). `data.prompt`/`data.max_length` apply
+    to base models and exports; a run brings its own."""
+    data = cfg.get("data") or {}
+    prompt = prompt_config(OmegaConf.to_container(data.prompt, resolve=True) if data.get("prompt") else None)
+    max_length = data.get("max_length")
+    chosen = [k for k in ("run_dir", "model_dir") if cfg.get(k)]
+    if len(chosen) > 1:
+        raise ConfigError("choose one of run_dir=... and model_dir=...")
+    if cfg.get("run_dir"):
+        return load_run(cfg.run_dir, cfg.paths.log_dir, cfg.get("ckpt_path"))
+    if cfg.get("model_dir"):
+        return load_export(cfg.model_dir, prompt, max_length)
+    if cfg.get("model") is None:
+        raise ConfigError("no model chosen: run_dir=<train run folder or latest>, model_dir=<exported folder>, "
+                          "or model=<option> (e.g. model=smollm2_135m_instruct)")
+    factory: ModelFactory = instantiate(cfg.model)
+    if cfg.get("ckpt_path"):
+        return load_checkpoint(factory, cfg.ckpt_path, prompt, max_length)
+    return load_base(factory, prompt, max_length)

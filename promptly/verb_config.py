@@ -1,0 +1,95 @@
+"""Typed schemas of the entry configs' own settings (eval, ask), registered with the others in
+promptly/utils/schemas.py, so `promptly eval splt=test` fails at composition naming the valid keys.
+
+The config groups each entry composes (store, model, data, ...) have schemas of their own; here they
+are typed `Any` and left to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from promptly.data.config import RetrievalMode
+from promptly.evaluation.config import MetricConfig
+
+
+class SplitName(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    """The answer, numbered citations and the time taken, for people."""
+    json = "json"
+    """One JSON object on one line (logs go to stderr), for scripts."""
+
+
+@dataclass
+class RetrievalSettings:
+    """What the model is shown for each question."""
+
+    k: int = 3
+    """Chunks retrieved per question."""
+    mode: RetrievalMode = RetrievalMode.hybrid
+    """match_chunks' ranking: vector, text or hybrid."""
+
+
+@dataclass
+class ModelChoice:
+    """Which model answers: one of run_dir, model_dir, or the `model` group (with ckpt_path)."""
+
+    run_dir: str | None = None
+    """A `promptly train` run folder, or `latest`: its best checkpoint and the settings it was trained with."""
+    model_dir: str | None = None
+    """An exported folder (`<run>/model`, a registry version) with promptly.json."""
+    ckpt_path: str | None = None
+    """A Lightning checkpoint, read with the `model` option's settings."""
+
+
+@dataclass
+class VerbGroups:
+    """The groups an answering verb composes (each validated by its own schema)."""
+
+    paths: Any = None
+    store: Any = None
+    embedder: Any = None
+    data: Any = None
+    model: Any = None
+    generation: Any = None
+    logger: Any = None
+    seed: int = 42
+    """Seeds sampling and anything random."""
+
+
+@dataclass
+class EvalConfig(VerbGroups, ModelChoice):
+    """`promptly eval`: answer a split's questions with retrieval and score them."""
+
+    task_name: str = "eval"
+    split: SplitName = SplitName.test
+    """The split to answer (fixed per document at ingest)."""
+    limit: int | None = None
+    """At most this many questions."""
+    compare: list[str] = field(default_factory=list)
+    """Eval run folders (or report.json files) to put side by side instead of evaluating."""
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+    """Metric settings (see docs/metrics.md)."""
+
+
+@dataclass
+class AskConfig(VerbGroups, ModelChoice):
+    """`promptly ask "QUESTION"`: one answer with retrieved context and numbered citations."""
+
+    task_name: str = "ask"
+    question: str = ""
+    """The question (the CLI's first positional argument)."""
+    format: OutputFormat = OutputFormat.text
+    """text or json."""
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    filter: dict[str, Any] | None = None
+    """Chunk metadata the sources must match, e.g. {document_id: driftsync/install.md}."""
