@@ -1,0 +1,194 @@
+"""Scale-out for real: `trainer=ddp` on two CPU processes (gloo) with the tiny model.
+
+Lightning's ddp strategy re-launches the process's command line for rank 1, so the runs go through a
+subprocess: `python -m promptly.train <overrides>` (the verb's own module). Through `promptly train` the
+re-launched rank names no verb yet (the strict xfail at the end).
+Each rank records, per batch, the examples it saw (a hash of each example's tokens) and its loss; the
+checks: every rank gets its own share of each epoch's batch plan and nothing is seen twice; two ranks of
+batch b match one process with batch b and two accumulated micro-batches (the same global batch, the
+same examples in the same steps); a two-process run killed mid-epoch resumes from last.ckpt where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+
+from promptly.data.batching import plan_batches
+from promptly.data.config import Batching
+
+from .test_train_common import FAST, REPO_ROOT, SAMPLE_DATA, tiny_state  # noqa: F401
+
+RECORD = "steps.rank{rank}.jsonl"
+
+
+class RankRecorder(L.Callback):
+    """Writes one line per training batch: rank, epoch, step, loss (as the module computed it, before
+    Lightning divides it for accumulation) and a hash of each example in the batch."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        ids, mask = batch["input_ids"].cpu().numpy(), batch["attention_mask"].cpu().numpy()
+        examples = [hashlib.sha1(row[: int(m.sum())].tobytes()).hexdigest()[:16] for row, m in zip(ids, mask,
+                                                                                                     strict=True)]
+        line = {"rank": trainer.global_rank, "world": trainer.world_size, "epoch": trainer.current_epoch,
+                "step": trainer.global_step, "loss": float(outputs["loss"]) * trainer.accumulate_grad_batches,
+                "examples": examples}
+        path = Path(trainer.default_root_dir) / RECORD.format(rank=trainer.global_rank)
+        with path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+class CrashAt(L.Callback):
+    """Every rank fails right after optimizer step 3 (a preempted machine)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step == 3:
+            raise RuntimeError("simulated crash")
+
+
+def test_each_rank_gets_its_own_share_of_every_batch_plan() -> None:
+    """plan_batches alone (no processes): the ranks' plans partition the one-process plan's batches."""
+    lengths = np.random.default_rng(0).integers(10, 200, size=103)
+    for batching in (Batching.grouped, Batching.padded, Batching.packed):
+        for epoch in range(3):
+            whole = plan_batches(lengths, batching, 4, 256, True, 42, epoch)
+            shares = [plan_batches(lengths, batching, 4, 256, True, 42, epoch, rank, 2) for rank in range(2)]
+            assert len(shares[0]) == len(shares[1]) == len(whole) // 2  # same number of steps on every rank
+            interleaved = [b for pair in zip(*shares, strict=True) for b in pair]
+            assert interleaved == whole[: len(interleaved)]  # step k: rank r takes batch 2k + r
+            seen = [i for batch in interleaved for row in batch for i in row]
+            assert len(seen) == len(set(seen))
+
+
+def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str, module: str = "promptly.train"
+            ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    prefix = [sys.executable, "-m", module] + (["train"] if module == "promptly.cli" else [])
+    args = [*prefix, f"paths.data_dir={SAMPLE_DATA}", f"paths.state_dir={state}",
+            f"paths.log_dir={tmp / 'logs' / name}", "store=postgres", f"store.url='{store_url}'",
+            "experiment=tiny_causal_lm", *FAST, "data.max_length=128", "data.batching=grouped",
+            "data.limit.train=32", "data.limit.validation=8", "data.limit.test=0", "data.eval_batch_size=2",
+            "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1",
+            "callbacks.last_checkpoint.every_n_train_steps=2", "scheduler=constant",
+            f"+callbacks.record._target_={__name__}.RankRecorder", *overrides]
+    proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    runs = list((tmp / "logs" / name / "train" / "runs").glob("*"))
+    assert len(runs) == 1, proc.stderr[-4000:]
+    return proc, runs[0]
+
+
+def records(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for p in sorted(run_dir.glob("steps.rank*.jsonl")) for line in p.read_text().splitlines()]
+
+
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+
+
+def by_rank(lines: list[dict[str, Any]], rank: int) -> list[dict[str, Any]]:
+    return [r for r in lines if r["rank"] == rank]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+    """Two CPU processes of batch 4 (a global batch of 8), two epochs of four steps."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    proc, run_dir = run_cli("ddp", tmp, ingested_url, tiny_state, *DDP, "data.batch_size=4")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"tmp": tmp, "dir": run_dir, "lines": records(run_dir)}
+
+
+@pytest.mark.slow
+def test_two_processes_share_each_epoch_and_learn_as_one_process_with_the_same_global_batch(
+        ddp_run: dict[str, Any], ingested_url: str, tiny_state: Path) -> None:  # noqa: F811
+    lines = ddp_run["lines"]
+    ranks = [by_rank(lines, 0), by_rank(lines, 1)]
+    for rank in ranks:
+        assert [r["step"] for r in rank] == list(range(1, 9)) and {r["world"] for r in rank} == {2}
+    one_proc, one_dir = run_cli("one", ddp_run["tmp"], ingested_url, tiny_state, "data.batch_size=4",
+                                "trainer.accumulate_grad_batches=2")
+    assert one_proc.returncode == 0, one_proc.stderr[-4000:]
+    single = records(one_dir)
+    assert len(single) == 16 and {r["world"] for r in single} == {1}
+    for epoch in (0, 1):
+        shares = [[e for r in rank if r["epoch"] == epoch for e in r["examples"]] for rank in ranks]
+        assert len(shares[0]) == len(shares[1]) == 16
+        assert len(set(shares[0] + shares[1])) == 32  # nothing seen twice, on one rank or across ranks
+        assert set(shares[0] + shares[1]) == {e for r in single if r["epoch"] == epoch for e in r["examples"]}
+    # Step k of the two ranks is micro-batches 2k-1 and 2k of the one process: same examples, same losses.
+    for k in range(8):
+        for rank in (0, 1):
+            micro = single[2 * k + rank]
+            assert ranks[rank][k]["examples"] == micro["examples"], (k, rank)
+            assert ranks[rank][k]["loss"] == pytest.approx(micro["loss"], rel=1e-4), (k, rank)
+    assert ranks[0][-1]["loss"] < ranks[0][0]["loss"] - 0.5  # and it did learn
+    val = [json.loads((d / "result.json").read_text())["metrics"]["val/loss"] for d in (ddp_run["dir"], one_dir)]
+    assert val[0] == pytest.approx(val[1], rel=1e-4)  # every validation example counted once across ranks
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_where_it_stopped(ddp_run: dict[str, Any], ingested_url: str,
+                                                           tiny_state: Path) -> None:  # noqa: F811
+    crashed, crashed_dir = run_cli("crashed", ddp_run["tmp"], ingested_url, tiny_state, *DDP, "data.batch_size=4",
+                                   f"+callbacks.crash._target_={__name__}.CrashAt")
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
+    last = crashed_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    resumed, resumed_dir = run_cli("resumed", ddp_run["tmp"], ingested_url, tiny_state, *DDP, "data.batch_size=4",
+                                   f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    lines = records(resumed_dir)
+    for rank in (0, 1):
+        uninterrupted = by_rank(ddp_run["lines"], rank)
+        after = by_rank(lines, rank)
+        assert [r["step"] for r in after] == list(range(3, 9))  # from the checkpoint at step 2, mid-epoch 0
+        for a, b in zip(after, uninterrupted[2:], strict=True):
+            assert a["examples"] == b["examples"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4), a["step"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="promptly.cli rewrites sys.argv to the overrides alone, so Lightning's "
+                   "re-launch of rank 1 (`python -m promptly.cli <overrides>`, or the console script's "
+                   "'promptly train' as a path) names no verb: rank 1 exits with 'unknown verb'")
+def test_the_promptly_command_relaunches_its_ranks(ingested_url: str, tiny_state: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`promptly train trainer=ddp ...` (the README's way): Lightning re-runs the process's command line
+    for rank 1, which must still name the verb."""
+    import signal
+
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "promptly.cli", "train", f"paths.data_dir={SAMPLE_DATA}",
+            f"paths.state_dir={tiny_state}", f"paths.log_dir={tmp_path / 'logs'}", "store=postgres",
+            f"store.url='{ingested_url}'", "experiment=tiny_causal_lm", *FAST, "data.max_length=128",
+            "data.limit.train=16", "data.limit.validation=4", "data.limit.test=0", "data.batch_size=4",
+            "trainer.max_epochs=1", *DDP]
+    # A rank that never joins leaves rank 0 waiting for its process group (30 minutes): watch for it.
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if "unknown verb" in line:
+                break
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = "".join(seen)
+    assert proc.returncode == 0 and "unknown verb" not in output, output[-3000:]
