@@ -286,3 +286,48 @@ def test_the_anon_key_reads_versions_over_rest_but_cannot_change_them(
         with pytest.raises(StoreConnectionError):
             anon.add_model_version(_version("me/model", "v2", 0.2))
     assert [v.version for v in supabase_contract_store.list_model_versions()] == ["v1"]
+
+
+# -- BM25 text ranking (migration 0007): exact under incremental writes, on every backend ---------------------
+BM25_WORDS = {"alpha": "alpha beta gamma alpha", "delta": "delta alpha omega", "gamma": "gamma gamma zeta beta"}
+
+
+def _bm25_reference(texts: list[str], query: list[str], k1: float = 1.2, b: float = 0.75) -> list[float]:
+    """Lucene's BM25 (bm25s's default) over whitespace tokens: these words are their own English lexemes."""
+    import bm25s
+
+    retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
+    retriever.index([t.split() for t in texts], show_progress=False)
+    return [float(s) for s in retriever.get_scores([w for w in query if w in retriever.vocab_dict])]
+
+
+def test_text_search_scores_are_bm25_after_edits_and_deletes(store: ChunkStore) -> None:
+    store.upsert_document(*make_doc("a.md", [BM25_WORDS["alpha"], BM25_WORDS["delta"]], 0))
+    store.upsert_document(*make_doc("b.md", [BM25_WORDS["gamma"], "omega omega"], 2))
+    store.upsert_document(*make_doc("c.md", ["zeta beta"], 4))
+    store.upsert_document(*make_doc("b.md", [BM25_WORDS["gamma"], "beta omega alpha"], 2))  # edited
+    store.delete_documents(["c.md"])
+    texts = [c.content for c in store.iter_chunks()]
+    want = dict(zip(texts, _bm25_reference(texts, ["alpha", "beta"]), strict=True))
+    hits = store.search(unit(0), "alpha beta", k=10, mode="text")
+    assert {h.content: h.score for h in hits} == pytest.approx({t: s for t, s in want.items() if s > 0}, rel=1e-5)
+    assert [h.content for h in hits] == sorted((t for t in want if want[t] > 0), key=lambda t: -want[t])
+
+
+def test_hybrid_fuses_both_rankings_by_reciprocal_rank(store: ChunkStore) -> None:
+    store.upsert_document(*make_doc("a.md", [BM25_WORDS["alpha"], BM25_WORDS["delta"]], 0))
+    store.upsert_document(*make_doc("b.md", [BM25_WORDS["gamma"], "omega omega"], 2))
+    mixed = np.zeros(DIM)
+    mixed[:4] = [0.4, 0.3, 0.2, 0.85]  # distinct similarities to the four chunks: no ties in the vector ranking
+    query = (tuple(float(x) for x in mixed / np.linalg.norm(mixed)), "gamma zeta")
+    fusion = {"rrf_k": 10, "full_text_weight": 1.0, "semantic_weight": 0.5, "candidates": 3}
+    depth = 4  # each ranking contributes its top max(candidates, k)
+    text = [h.chunk_id for h in store.search(*query, k=depth, mode="text")]
+    vector = [h.chunk_id for h in store.search(*query, k=depth, mode="vector")]
+    fused: dict[str, float] = {}
+    for ranking, weight in ((text, 1.0), (vector, 0.5)):
+        for rank, chunk_id in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (10 + rank)
+    hits = store.search(*query, k=depth, mode="hybrid", **fusion)  # type: ignore[arg-type]
+    assert {h.chunk_id: h.score for h in hits} == pytest.approx(fused)
+    assert [h.chunk_id for h in hits] == sorted(fused, key=lambda i: (-fused[i], i))

@@ -12,7 +12,8 @@ class RetrievalMode(StrEnum):
     vector = "vector"
     text = "text"
     hybrid = "hybrid"
-    """Reciprocal rank fusion of vector and full-text ranks (what `promptly serve` uses)."""
+    """Reciprocal rank fusion of the vector and BM25 rankings: the default, the best mode measured by
+    benchmarks/retrieval_quality.py (what `promptly serve` uses)."""
 
 
 class Task(StrEnum):

@@ -14,6 +14,8 @@ from promptly.records import Chunk, Document
 
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
+_ANCHOR = re.compile(r"[\s\u00b6#]+$")  # the pilcrow permalink Sphinx puts after each heading
+CONTEXT_SEPARATOR = " > "
 
 
 def untruncated_tokenizer(hf_tokenizer: Any) -> Tokenizer:
@@ -46,7 +48,7 @@ class TokenChunker:
     """
 
     def __init__(self, chunk_tokens: int = 200, overlap_tokens: int = 32, min_chunk_tokens: int = 24,
-                 special_tokens: int = 2) -> None:
+                 special_tokens: int = 2, context: bool = True) -> None:
         if overlap_tokens >= chunk_tokens:
             raise ValueError(
                 f"ingest.chunker.overlap_tokens={overlap_tokens} must be smaller than chunk_tokens={chunk_tokens}"
@@ -55,6 +57,8 @@ class TokenChunker:
         self.overlap_tokens = overlap_tokens
         self.min_chunk_tokens = min_chunk_tokens
         self.special_tokens = special_tokens
+        self.context = context
+        self.max_model_tokens: int | None = None
         self.tokenizer: Tokenizer | None = None
         self._markdown: MarkdownSplitter | None = None
         self._text: TextSplitter | None = None
@@ -72,6 +76,7 @@ class TokenChunker:
                 f"embedded; use chunk_tokens<={max_model_tokens - self.special_tokens}"
             )
         self.tokenizer = tokenizer
+        self.max_model_tokens = max_model_tokens
         self._markdown = MarkdownSplitter.from_huggingface_tokenizer(
             tokenizer, self.chunk_tokens, overlap=self.overlap_tokens)
         self._text = TextSplitter.from_huggingface_tokenizer(tokenizer, self.chunk_tokens, overlap=self.overlap_tokens)
@@ -79,8 +84,27 @@ class TokenChunker:
 
     def fingerprint(self) -> str:
         """The settings that shape chunks: a change re-chunks every document on the next ingest."""
+        context = ";context=title+headings:v1" if self.context else ""
         return (f"chunker=v2;tokens={self.chunk_tokens};overlap={self.overlap_tokens};"
-                f"min={self.min_chunk_tokens}")
+                f"min={self.min_chunk_tokens}{context}")
+
+    def embedding_text(self, chunk: Chunk) -> str:
+        """What is embedded for a chunk: its context (title and heading path) above its content.
+
+        The context is cut to the tokens the model has left after the chunk, so the chunk's own text is
+        never truncated by the embedder; the full context is indexed for text search (metadata.context).
+        """
+        context = str(chunk.metadata.get("context") or "")
+        if not context:
+            return chunk.content
+        if self.tokenizer is not None and self.max_model_tokens is not None:
+            room = self.max_model_tokens - self.special_tokens - chunk.token_count - 2  # 2: the blank line
+            encoding = self.tokenizer.encode(context, add_special_tokens=False)
+            if room <= 0:
+                return chunk.content
+            if len(encoding.ids) > room:
+                context = context[:encoding.offsets[room - 1][1]]
+        return f"{context}\n\n{chunk.content}"
 
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is None:
@@ -134,14 +158,31 @@ class TokenChunker:
                 "char_start": start,
                 "char_end": start + len(content),
             }
+            if document.metadata.get("owner"):  # an upload's owner: what search filters scope uploads by
+                metadata["owner"] = document.metadata["owner"]
             path = _heading_path(headings, offsets, start)
             if path:
                 metadata["heading_path"] = path
+            if self.context:
+                metadata["context"] = chunk_context(document.title, path)
             tokens = self.count_tokens(content)
             metadata["token_count"] = tokens
             chunks.append(Chunk(document_id=document.id, ordinal=ordinal, content=content,
                                 token_count=tokens, metadata=metadata))
         return chunks
+
+
+def chunk_context(title: str, heading_path: list[str]) -> str:
+    """`title > heading > subheading`: where a chunk sits, for chunks that do not name their subject.
+
+    A heading the title already contains (a page's own top heading, usually) is not repeated.
+    """
+    parts = [title.strip()] if title.strip() else []
+    for heading in heading_path:
+        heading = _ANCHOR.sub("", heading).strip()
+        if heading and not any(heading in p for p in parts):
+            parts.append(heading)
+    return CONTEXT_SEPARATOR.join(parts)
 
 
 def _headings(text: str) -> list[_Heading]:

@@ -44,6 +44,8 @@ class ChunkerConfig:
     """Smaller chunks (a lone heading) are merged into a neighbour when it fits."""
     special_tokens: int = 2
     """Special tokens the embedder adds to each input; chunk_tokens plus these must fit its max_seq_length."""
+    context: bool = True
+    """Embed and index each chunk with its document title and heading path (metadata.context) above it."""
 
 
 @dataclass

@@ -71,7 +71,7 @@ def sync_documents(
     unchanged_splits: dict[str, Split] = {}
 
     def flush() -> None:
-        texts = [c.content for _, chunks, _ in pending for c in chunks]
+        texts = [chunker.embedding_text(c) for _, chunks, _ in pending for c in chunks]
         vectors = embedder.embed_documents(texts)
         i = 0
         for doc, chunks, is_new in pending:

@@ -27,6 +27,7 @@ from promptly.store.base import (
     StoreError,
     check_dimension,
     check_feedback,
+    fusion_arguments,
     model_version_from_row,
 )
 from promptly.store.migrations import LEDGER_DDL, load_migrations
@@ -328,16 +329,22 @@ class PostgresStore:
         k: int = 5,
         filter: dict[str, Any] | None = None,
         mode: SearchMode = "hybrid",
-        full_text_weight: float = 1.0,
-        semantic_weight: float = 1.0,
+        full_text_weight: float | None = None,
+        semantic_weight: float | None = None,
+        rrf_k: int | None = None,
+        candidates: int | None = None,
     ) -> list[SearchHit]:
-        rows = self.conn.execute(
-            "select id::text, document_id, ordinal, content, metadata, score from match_chunks("
-            "%s::vector, %s, %s, %s::jsonb, %s, %s, %s)",
-            (np.asarray(query_embedding, dtype=np.float32), query_text, k, json.dumps(filter or {}),
-             mode, full_text_weight, semantic_weight),
-        ).fetchall()
-        self.conn.commit()
+        tuning = fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates)
+        named = sql.SQL("").join(sql.SQL(", {} => {}").format(sql.Identifier(name), sql.Placeholder())
+                                 for name in tuning)
+        query = sql.SQL("select id::text, document_id, ordinal, content, metadata, score from match_chunks("
+                        "%s::vector, %s, %s, %s::jsonb, %s{})").format(named)
+        with self.conn.transaction():  # rolled back on error, so a bad mode leaves the connection usable
+            rows = self.conn.execute(
+                query,
+                (np.asarray(query_embedding, dtype=np.float32), query_text, k, json.dumps(filter or {}), mode,
+                 *tuning.values()),
+            ).fetchall()
         return [SearchHit(chunk_id=r[0], document_id=r[1], ordinal=r[2], content=r[3],
                           metadata=r[4], score=float(r[5])) for r in rows]
 
@@ -369,13 +376,6 @@ class PostgresStore:
             yield Conversation(id=conv_id, question=question, answer=answer,
                                chunk_ids=tuple(chunk_ids or ()), feedback=fb, model_version=version,
                                created_at=created)
-
-
-def _require_embedding(chunk: Chunk) -> tuple[float, ...]:
-    if chunk.embedding is None:
-        raise ValueError(f"chunk {chunk.ordinal} of {chunk.document_id!r} has no embedding")
-    return chunk.embedding
-
 
     # -- published model versions (migration 0008) ------------------------------------------------
     _VERSION_COLUMNS = "version, repo_id, revision, metrics, config, created_at, is_active"
@@ -419,6 +419,13 @@ def _require_embedding(chunk: Chunk) -> tuple[float, ...]:
             raise ModelVersionNotFoundError(err.diag.message_primary or str(err)) from None
         assert row is not None and row[0] is not None
         return model_version_from_row(row[0])
+
+
+def _require_embedding(chunk: Chunk) -> tuple[float, ...]:
+    if chunk.embedding is None:
+        raise ValueError(f"chunk {chunk.ordinal} of {chunk.document_id!r} has no embedding")
+    return chunk.embedding
+
 
 def _as_tuple(embedding: Any) -> tuple[float, ...]:
     """pgvector hands back numpy arrays or its Vector class depending on the cursor's format."""

@@ -24,6 +24,7 @@ from promptly.store.base import (
     StoreError,
     check_dimension,
     check_feedback,
+    fusion_arguments,
     model_version_from_row,
 )
 from promptly.store.migrations import load_migrations
@@ -295,7 +296,6 @@ class SupabaseStore:
                                chunk_ids=tuple(r["chunk_ids"] or ()), feedback=r["feedback"],
                                model_version=r["model_version"], created_at=r["created_at"])
 
-    # -- search -------------------------------------------------------------------------------
     # -- published model versions (migration 0008) ------------------------------------------------
     _VERSION_COLUMNS = "version,repo_id,revision,metrics,config,created_at,is_active"
 
@@ -341,6 +341,7 @@ class SupabaseStore:
             raise
         return model_version_from_row(data)
 
+    # -- search -------------------------------------------------------------------------------
     def search(
         self,
         query_embedding: Sequence[float],
@@ -348,12 +349,14 @@ class SupabaseStore:
         k: int = 5,
         filter: dict[str, Any] | None = None,
         mode: SearchMode = "hybrid",
-        full_text_weight: float = 1.0,
-        semantic_weight: float = 1.0,
+        full_text_weight: float | None = None,
+        semantic_weight: float | None = None,
+        rrf_k: int | None = None,
+        candidates: int | None = None,
     ) -> list[SearchHit]:
         params = {"query_embedding": _format_vector(query_embedding), "query_text": query_text,
                   "match_count": k, "filter": filter or {}, "mode": mode,
-                  "full_text_weight": full_text_weight, "semantic_weight": semantic_weight}
+                  **fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates)}
         rows: Any = self._run(self.client.rpc("match_chunks", params), "searching").data
         return [SearchHit(chunk_id=str(r["id"]), document_id=r["document_id"], ordinal=r["ordinal"],
                           content=r["content"], metadata=r["metadata"] or {}, score=float(r["score"]))

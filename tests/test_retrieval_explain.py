@@ -1,0 +1,75 @@
+"""The plans match_chunks really runs: the vector ranking scans the HNSW index, the text ranking the GIN index.
+
+auto_explain logs the plan of every statement run inside the SQL function (nested statements), as a
+notice sent to this client, so these are the plans of the function itself and not of a copy of its SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+
+from promptly.records import SearchMode
+from promptly.store.postgres import PostgresStore
+
+from .conftest import DIM
+
+ZERO = (0.0,) * DIM
+
+WORDS = ["proxy", "backup", "replica", "timeout", "port", "server", "option", "version", "storage", "night",
+         "request", "upstream", "primary", "monthly", "snapshot", "cluster", "token", "cache", "index", "queue"]
+
+
+@pytest.fixture
+def big_store(pg_store: PostgresStore) -> Iterator[PostgresStore]:
+    """10,000 chunks: enough rows that the indexes are the planner's cheapest path, as in a real store."""
+    rng = np.random.default_rng(0)
+    conn = pg_store.conn
+    with conn.transaction():
+        conn.execute("drop index chunks_embedding_hnsw")  # built once after the load: much faster
+        conn.execute("insert into documents (id, source, uri, title, content_hash)"
+                     " select 'doc' || i, 'test', 'file://' || i, 'doc', 'h' from generate_series(0, 999) i")
+        with conn.cursor().copy("copy chunks (id, document_id, ordinal, content, token_count, embedding)"
+                                " from stdin") as copy:
+            for i in range(10_000):
+                vector = rng.normal(size=DIM)
+                text = " ".join(rng.choice(WORDS, size=40)) + f" unique{i}"
+                copy.write_row((f"{i:032x}", f"doc{i // 10}", i % 10, text, 41,
+                                "[" + ",".join(f"{x:.4f}" for x in vector) + "]"))
+        conn.execute("create index chunks_embedding_hnsw on chunks using hnsw (embedding vector_cosine_ops)")
+    conn.autocommit = True
+    conn.execute("vacuum analyze chunks")  # as autovacuum would: statistics, GIN pending list merged
+    conn.autocommit = False
+    yield pg_store
+
+
+def nested_plans(conn: psycopg.Connection, mode: SearchMode, text: str) -> str:
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("load 'auto_explain'")
+    for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice"):
+        conn.execute(f"set auto_explain.{setting}")
+    vector = np.random.default_rng(1).normal(size=DIM).astype(np.float32)
+    conn.execute("select * from match_chunks(%s::vector, %s, 5, '{}'::jsonb, %s)", (vector, text, mode)).fetchall()
+    conn.rollback()
+    return "\n".join(line for n in notices for line in n.splitlines() if "Query Parameters" not in line)
+
+
+def test_vector_ranking_uses_the_hnsw_index(big_store: PostgresStore) -> None:
+    plans = nested_plans(big_store.conn, "vector", "")
+    assert "Index Scan using chunks_embedding_hnsw" in plans, plans
+
+
+def test_text_ranking_uses_the_gin_index(big_store: PostgresStore) -> None:
+    plans = nested_plans(big_store.conn, "text", "unique17 unique2000")
+    assert "Bitmap Index Scan on chunks_fts_gin" in plans, plans
+
+
+def test_hybrid_uses_both_indexes(big_store: PostgresStore) -> None:
+    plans = nested_plans(big_store.conn, "hybrid", "unique17 unique2000")
+    assert "chunks_embedding_hnsw" in plans and "chunks_fts_gin" in plans, plans
+    hits = big_store.search(ZERO, "unique17", k=3, mode="text")
+    assert [h.content.split()[-1] for h in hits] == ["unique17"]
