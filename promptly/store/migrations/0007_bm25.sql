@@ -171,7 +171,7 @@ $$;
 -- top `candidates` of each ranking by reciprocal rank fusion: sum of weight / (rrf_k + rank). The defaults
 -- were tuned on the non-held-out questions of benchmarks/retrieval_quality.py (never on its held-out ones).
 -- plan_cache_mode: PL/pgSQL switches to a generic plan after five calls, and a generic plan cannot see the
--- LIMIT or the filter, so it gave up the HNSW index for a full sort (1 ms became 33 ms at 10k chunks).
+-- LIMIT or the filter, so it gave up the HNSW index for a full sort of the table.
 drop function if exists match_chunks(vector, text, int, jsonb, text, float, float, int);
 create or replace function match_chunks(
     query_embedding vector,
