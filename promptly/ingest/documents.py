@@ -45,6 +45,9 @@ class SourceConfig:
     """Files larger than this are reported as oversized and skipped."""
     exclude: list[str] = field(default_factory=list)
     """Glob patterns (relative to the root) to leave out, e.g. the QA file beside the corpus."""
+    owner: str | None = None
+    """Stored as `metadata.owner` of every document and chunk (an uploader), so a search filter
+    `{"owner": ...}` finds only that user's uploads."""
 
 
 def discover(source: SourceConfig) -> tuple[Path, list[Path]]:
@@ -106,7 +109,8 @@ def load_file(path: Path, root: Path, source: SourceConfig, fingerprint: str) ->
     except DocumentError as err:
         yield LoadFailure(rel, str(err))
         return
-    yield make_document(rel, text, title, source.name, path.resolve().as_uri(), metadata, fingerprint)
+    yield make_document(rel, text, title, source.name, path.resolve().as_uri(), _owned(metadata, source),
+                        fingerprint)
 
 
 class DocumentError(ValueError):
@@ -179,7 +183,11 @@ def _load_jsonl(raw: bytes, rel: str, path: Path, source: SourceConfig, fingerpr
             continue
         title = str(record.get("title") or record["id"])
         yield make_document(doc_id, text, title, source.name, f"{path.resolve().as_uri()}#L{lineno}",
-                            {"format": "jsonl", **metadata}, fingerprint)
+                            _owned({"format": "jsonl", **metadata}, source), fingerprint)
+
+
+def _owned(metadata: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
+    return {**metadata, "owner": source.owner} if source.owner else metadata
 
 
 def make_document(doc_id: str, text: str, title: str, source: str, uri: str, metadata: dict[str, Any],

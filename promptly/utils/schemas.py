@@ -12,6 +12,7 @@ from promptly.data.config import DataConfig
 from promptly.ingest.config import EmbedderConfig, IngestConfig
 from promptly.model.config import ModelConfig, PeftConfig, SamplingConfig
 from promptly.publish.config import PublishConfig
+from promptly.serving.config import ServeConfig, UiConfig
 from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
 from promptly.utils import resolvers  # noqa: F401  (registers ${metric_mode:...} and ${metric_direction:...})
 from promptly.verb_config import AskConfig, EvalConfig
@@ -31,6 +32,8 @@ def register_schemas() -> None:
     cs.store(group="generation", name="base_generation", node=SamplingConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="ask_schema", node=AskConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="ui_schema", node=UiConfig)
     cs.store(group="publish", name="base_publish", node=PublishConfig)
 
 

@@ -1,0 +1,333 @@
+"""The HTTP API: FastAPI routes over the Engine, OpenAI-compatible where OpenAI has a route.
+
+    GET  /healthz  /readyz  /metrics  /v1/models  /v1/report
+    POST /v1/chat/completions (stream: SSE ending in [DONE])  /v1/retrieve  /v1/feedback  /v1/uploads
+
+Every error is OpenAI's `{"error": {...}}` shape with a 4xx for what the client got wrong (never a 500),
+and nothing is stored for a request that failed: its conversation is written after its answer is whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from promptly.errors import ConfigError, EmptyInputError, InputNotFoundError, PromptlyError
+from promptly.serving import protocol as p
+from promptly.serving.batching import Job
+from promptly.serving.engine import Engine, OverloadedError, Prepared, check_owner
+from promptly.serving.models import ModelSlot
+from promptly.serving.reports import evaluation_report
+from promptly.serving.uploads import Uploads, UploadTooLargeError
+from promptly.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+
+class NotReadyError(PromptlyError):
+    """The model or the store is not ready (503)."""
+
+
+class ModelNotFoundError(PromptlyError):
+    """The request named a model this server does not serve (404)."""
+
+
+class RequestTimeoutError(PromptlyError):
+    """The answer was not ready within serve.request_timeout_s (504)."""
+
+
+STATUS: list[tuple[type[Exception], int, str]] = [
+    (OverloadedError, 429, "rate_limit_exceeded"), (RequestTimeoutError, 504, "timeout"),
+    (ModelNotFoundError, 404, "model_not_found"), (UploadTooLargeError, 413, "upload_too_large"),
+    (NotReadyError, 503, "not_ready"), (StoreError, 503, "store_unavailable"),
+    (InputNotFoundError, 404, "not_found"), (ConfigError, 400, "invalid_request"),
+    (EmptyInputError, 400, "invalid_request"),
+]
+
+
+def error_response(err: Exception) -> JSONResponse:
+    for kind, status, code in STATUS:
+        if isinstance(err, kind):
+            headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, OverloadedError) else None
+            kind_name = "invalid_request_error" if status < 500 else "server_error"
+            return JSONResponse(p.error_body(str(err), kind_name, code), status_code=status, headers=headers)
+    log.exception("unexpected error", exc_info=err)
+    return JSONResponse(p.error_body("internal error (see the server log)", "server_error"), status_code=500)
+
+
+def create_app(engine: Engine, uploads: Uploads | None = None) -> FastAPI:
+    """The app; its lifespan starts the engine (model loading in the background) and stops it."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(engine.stop)
+
+    app = FastAPI(title="promptly", lifespan=lifespan)
+    settings, metrics = engine.settings, engine.metrics
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        started = time.monotonic()
+        key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        if key and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), key.encode()):
+                response: Response = JSONResponse(p.error_body("a valid API key is required (Authorization: "
+                                                               "Bearer ...)", "invalid_request_error",
+                                                               "invalid_api_key"), status_code=401)
+                _count(request, response, started)
+                return response
+        response = await call_next(request)
+        _count(request, response, started)
+        return response
+
+    def _count(request: Request, response: Response, started: float) -> None:
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+        metrics.request_seconds.labels(path).observe(time.monotonic() - started)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(_: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        message = f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}"
+        return JSONResponse(p.error_body(message, "invalid_request_error", "invalid_request", where or None), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(p.error_body(str(err.detail), "invalid_request_error"), err.status_code)
+
+    @app.exception_handler(Exception)
+    async def any_error(_: Request, err: Exception) -> JSONResponse:
+        return error_response(err)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        reason = engine.not_ready()
+        if reason:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "model": engine.slot().model_id})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        slot = _ready_slot()
+        data = [{"id": slot.model_id, "object": "model", "created": 0, "owned_by": "promptly",
+                 "origin": slot.loaded.origin,
+                 "version": slot.version.version if slot.version else None,
+                 "repo_id": slot.version.repo_id if slot.version else None}]
+        if settings.model_alias:
+            data.append({"id": settings.model_alias, "object": "model", "created": 0, "owned_by": "promptly",
+                         "alias_of": slot.model_id})
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/report")
+    async def report() -> dict[str, Any]:
+        return await run_in_threadpool(evaluation_report, _ready_slot(), engine.cfg)
+
+    def _ready_slot() -> ModelSlot:
+        reason = engine.not_ready()
+        if reason:
+            raise NotReadyError(reason)
+        return engine.slot()
+
+    @app.post("/v1/retrieve")
+    async def retrieve(body: p.RetrieveRequest) -> dict[str, Any]:
+        _ready_slot()
+        owner = check_owner(body.user)
+        with engine.admit():
+            chunks = await run_in_threadpool(engine.retrieve, body.query, body.k, body.search_filter(), owner)
+        return {"object": "list", "data": [p.citation_json(n, c, with_content=True)
+                                           for n, c in enumerate(chunks, start=1)]}
+
+    @app.post("/v1/feedback")
+    async def feedback(body: p.FeedbackRequest) -> dict[str, Any]:
+        try:
+            conversation_id = str(uuid.UUID(body.conversation_id))
+        except ValueError:
+            raise ConfigError(f"conversation_id {body.conversation_id!r} is not a conversation id (a UUID)") from None
+        if not await run_in_threadpool(engine.set_feedback, conversation_id, body.feedback):
+            raise InputNotFoundError(f"no conversation {conversation_id}")
+        return {"conversation_id": conversation_id, "feedback": body.feedback}
+
+    @app.post("/v1/uploads")
+    async def upload(file: UploadFile = File(...), user: str = Form(...)) -> dict[str, Any]:  # noqa: B008
+        if uploads is None:
+            raise NotReadyError("uploads are not enabled on this server")
+        owner = check_owner(user)
+        if owner is None:
+            raise ConfigError("an upload needs a `user` (its owner)")
+        data = await file.read(settings.max_upload_bytes + 1)
+        return await run_in_threadpool(uploads.ingest, owner, file.filename or "", data)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: p.ChatRequest) -> JSONResponse | StreamingResponse:
+        arrival = time.monotonic()
+        question = body.question()
+        slot = _ready_slot()
+        if body.model not in (slot.model_id, settings.model_alias):
+            raise ModelNotFoundError(f"the model {body.model!r} is not served here: use {slot.model_id!r} or "
+                                     f"{settings.model_alias!r} (GET /v1/models)")
+        owner = check_owner(body.user)
+        sampling = engine.sampling_for(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p)
+        system = engine.system_prompt(slot, body.style, body.system_instruction())
+        search_filter = body.search_filter()
+        deadline = arrival + settings.request_timeout_s
+        held = ExitStack()
+        held.enter_context(engine.admit())
+        try:
+            chunks = await _within(run_in_threadpool(engine.retrieve, question, body.k, search_filter, owner),
+                                   deadline)
+            prepared = await run_in_threadpool(engine.prepare, slot, question, chunks, system, sampling)
+            job = engine.submit(prepared)
+        except BaseException:
+            held.close()
+            raise
+        cid = p.new_completion_id()
+        if body.stream:
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            # the stream releases its admission when it ends; the background task if it never started
+            return StreamingResponse(_stream(prepared, job, cid, arrival, deadline, held, include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                                     background=BackgroundTask(held.close))
+        with held:
+            text, count = "", 0
+            async for kind, value in _events(job, arrival, deadline):
+                if kind == "token":
+                    count += 1
+                else:
+                    text = value
+            conversation_id = await _store(prepared, text)
+        return JSONResponse(p.completion(cid, slot.model_id, text, _finish(count, sampling.max_new_tokens),
+                                         _usage(prepared, count), _citations(prepared), conversation_id))
+
+    async def _stream(prepared: Prepared, job: Job, cid: str, arrival: float, deadline: float, held: ExitStack,
+                      include_usage: bool) -> AsyncIterator[str]:
+        model = prepared.slot.model_id
+        decoder = _Decoder(prepared.slot.loaded.tokenizer)
+        count = 0
+        with held:
+            yield _sse(p.chunk(cid, model, {"role": "assistant", "content": ""}))
+            try:
+                async for kind, value in _events(job, arrival, deadline):
+                    if kind == "token":
+                        count += 1
+                        delta = decoder.add(value)
+                    else:
+                        delta, text = decoder.finish(value), value
+                    if delta:
+                        yield _sse(p.chunk(cid, model, {"content": delta}))
+                conversation_id = await _store(prepared, text)
+            except PromptlyError as err:  # after the headers: the error travels as an event (the client raises)
+                yield _sse(json.loads(bytes(error_response(err).body)))
+                yield "data: [DONE]\n\n"
+                return
+            yield _sse(p.chunk(cid, model, {}, _finish(count, prepared.sampling.max_new_tokens),
+                               citations=_citations(prepared), conversation_id=conversation_id))
+            if include_usage:
+                yield _sse({**p.chunk(cid, model, {}), "choices": [], "usage": _usage(prepared, count)})
+            yield "data: [DONE]\n\n"
+
+    async def _events(job: Job, arrival: float, deadline: float) -> AsyncIterator[tuple[str, Any]]:
+        """The job's tokens and its final text; a timeout or a client gone cancels the job."""
+        first, finished = True, False
+        try:
+            while True:
+                kind, value = await _within(job.events.get(), deadline)
+                if kind == "error":
+                    finished = True
+                    raise value
+                if kind == "token" and first:
+                    first = False
+                    metrics.ttft_seconds.observe(time.monotonic() - arrival)
+                finished = kind == "done"
+                yield kind, value
+                if finished:
+                    return
+        finally:
+            if not finished:
+                job.cancelled = True
+
+    async def _store(prepared: Prepared, text: str) -> str:
+        chunk_ids = [c["chunk_id"] for c in prepared.question.chunks]
+        return await run_in_threadpool(engine.store_conversation, prepared.question.question, text, chunk_ids,
+                                       prepared.slot.model_id)
+
+    async def _within(awaitable: Any, deadline: float) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            metrics.rejected.labels("timeout").inc()
+            raise RequestTimeoutError(f"no answer within serve.request_timeout_s={settings.request_timeout_s:g} s: "
+                                      "the request was cancelled (the server is busy, or the answer is long)"
+                                      ) from None
+
+    return app
+
+
+def _finish(count: int, max_new_tokens: int) -> str:
+    return "length" if count >= max_new_tokens else "stop"
+
+
+def _usage(prepared: Prepared, count: int) -> dict[str, int]:
+    prompt = len(prepared.question.prompt_ids)
+    return {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
+
+
+def _citations(prepared: Prepared) -> list[dict[str, Any]]:
+    return [p.citation_json(n, c, with_content=True) for n, c in enumerate(prepared.question.chunks, start=1)]
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class _Decoder:
+    """Token ids to text deltas: the whole answer decoded again each time (a token may complete a
+    character only with the next one), and only what was not sent yet sent."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer, self.sent = tokenizer, ""
+        self.ids: list[int] = []
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        if text.endswith("\ufffd") or not text.startswith(self.sent):
+            return ""
+        delta, self.sent = text[len(self.sent):], text
+        return delta
+
+    def finish(self, final: str) -> str:
+        """What the final (stripped) answer adds to what was streamed."""
+        if final.startswith(self.sent):
+            delta, self.sent = final[len(self.sent):], final
+            return delta
+        return ""

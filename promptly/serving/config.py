@@ -1,0 +1,115 @@
+"""Typed schemas of `promptly serve` and `promptly ui` (registered in promptly/utils/schemas.py), so a
+typo such as `serve.prot=8000` fails at composition listing the valid keys.
+
+Imported by every verb (through the schema registry): nothing here imports FastAPI, torch or Streamlit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from promptly.errors import ConfigError
+from promptly.verb_config import ModelChoice, RetrievalSettings, VerbGroups
+
+DEFAULT_STYLES = {
+    "short": "Answer in one or two sentences, using only the given context. Cite sources as [n].",
+    "detailed": "Answer thoroughly, step by step where it helps, using only the given context. "
+                "Cite each fact's source as [n].",
+}
+
+
+@dataclass
+class ServeSettings:
+    """`serve.*`: the HTTP server, its batching and its limits."""
+
+    host: str = "127.0.0.1"
+    """Interface to listen on (0.0.0.0 in a container)."""
+    port: int = 8000
+    """Port to listen on (0: any free port, printed at start)."""
+    api_key_env: str = "PROMPTLY_API_KEY"
+    """Environment variable holding the API key; when it is set, every /v1 route needs `Authorization: Bearer`."""
+    model_alias: str = "promptly"
+    """A model name that always means the version being served (OpenAI clients must name a model)."""
+    follow_active: bool | None = None
+    """Serve the store's active model version and switch when another is promoted (null: when no
+    model, run_dir or model_dir is given)."""
+    poll_seconds: float = 5.0
+    """How often the active version is checked."""
+    batch_wait_ms: float = 10.0
+    """How long the first queued request waits for others to share its generation batch."""
+    max_batch_size: int = 16
+    """Most requests generated together."""
+    max_pending: int = 64
+    """Requests admitted at once (retrieving, queued or generating); more are answered 429 with Retry-After."""
+    request_timeout_s: float = 60.0
+    """A request still unanswered after this is cancelled and answered 504."""
+    max_question_tokens: int = 512
+    """Longest question accepted, in the model's tokens (longer: 400)."""
+    max_new_tokens_limit: int = 512
+    """Largest `max_tokens` a request may ask for (larger: 400)."""
+    store_pool_size: int = 4
+    """Store connections shared by the requests (each request borrows one; none is used by two at once)."""
+    private_overfetch: int = 8
+    """Extra chunks fetched so that dropping other users' uploads still leaves k."""
+    uploads_dir: str = "uploads"
+    """Where uploaded files are kept, one folder per owner (ingested with ingest=upload)."""
+    max_upload_bytes: int = 5_000_000
+    """Larger uploads are refused (413)."""
+    styles: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STYLES))
+    """Answer styles a request may name (`style`), each a system prompt; `default` is the model's own."""
+    check: bool = False
+    """Start, wait until /readyz answers 200, print it and exit (for smoke tests and CI)."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_pending < 1 or self.store_pool_size < 1:
+            raise ConfigError("serve.max_batch_size, serve.max_pending and serve.store_pool_size must be >= 1")
+        if self.batch_wait_ms < 0 or self.request_timeout_s <= 0 or self.poll_seconds <= 0:
+            raise ConfigError("serve.batch_wait_ms must be >= 0, serve.request_timeout_s and poll_seconds > 0")
+
+
+@dataclass
+class ServeConfig(VerbGroups, ModelChoice):
+    """`promptly serve`: the OpenAI-compatible RAG API."""
+
+    task_name: str = "serve"
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    ingest: Any = None
+    """The upload ingestion (`ingest=upload`) that POST /v1/uploads runs."""
+
+
+@dataclass
+class UiSettings:
+    """`ui.*`: the Streamlit app and the API it talks to."""
+
+    api_url: str = "http://127.0.0.1:8000"
+    """The promptly API (the UI talks to it over HTTP only)."""
+    api_key_env: str = "PROMPTLY_API_KEY"
+    """Environment variable with the API key the UI sends, if the API needs one."""
+    host: str = "127.0.0.1"
+    port: int = 8501
+    k: int = 3
+    """Chunks retrieved per question by default (the sidebar changes it)."""
+    timeout_s: float = 120.0
+    """How long the UI waits for an answer."""
+    check: bool = False
+    """Start Streamlit, wait until it answers its health check, print it and exit (smoke tests)."""
+
+
+@dataclass
+class UiConfig:
+    """`promptly ui`: the Streamlit chat, upload and evaluation pages."""
+
+    task_name: str = "ui"
+    paths: Any = None
+    ui: UiSettings = field(default_factory=UiSettings)
+
+
+def resolved_copy(cfg: DictConfig) -> DictConfig:
+    """A plain, resolved copy: what background threads use (they have no Hydra state to resolve with)."""
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(out, DictConfig)
+    return out

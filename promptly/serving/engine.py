@@ -1,0 +1,232 @@
+"""What the API does, without HTTP: admission, retrieval, prompts, batched generation, conversations.
+
+The API (api.py) turns requests into calls here and results into OpenAI-shaped JSON; tests and the
+benchmark can drive the same objects. Retrieval and prompt rendering go through the one answer path
+(`Retriever`, `Answerer.render`), generation through the batcher's `generate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from promptly.answering import Answerer, PreparedQuestion
+from promptly.errors import ConfigError, PromptlyError
+from promptly.model.config import SamplingConfig
+from promptly.retrieval import ContextChunk, Retriever
+from promptly.serving.batching import GenerationBatcher, Job
+from promptly.serving.config import ServeSettings
+from promptly.serving.metrics import ServerMetrics
+from promptly.serving.models import ModelManager, ModelSlot, explicit_model
+from promptly.serving.store_pool import StorePool
+
+log = logging.getLogger(__name__)
+
+OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+UPLOADS_PREFIX = "uploads/"
+
+
+class OverloadedError(PromptlyError):
+    """More requests than serve.max_pending: answered 429 with Retry-After."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the server is busy: try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+def check_owner(user: str | None) -> str | None:
+    """A user name safe as a folder and id part, or None; anything else is the client's error."""
+    if user is None or user == "":
+        return None
+    if not OWNER.fullmatch(user):
+        raise ConfigError("`user` must be 1-64 letters, digits or _.@- (it names the uploads' owner)")
+    return user
+
+
+def visible_to(chunk: ContextChunk, owner: str | None) -> bool:
+    """Uploads (ids `uploads/<owner>/...`) are seen only by their owner; everything else by everyone."""
+    doc = str(chunk["document_id"])
+    if not doc.startswith(UPLOADS_PREFIX):
+        return True
+    return owner is not None and doc.startswith(f"{UPLOADS_PREFIX}{owner}/")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A question ready for generation: the slot that rendered it, its prompt and its sources."""
+
+    slot: ModelSlot
+    question: PreparedQuestion
+    sampling: SamplingConfig
+
+
+class Engine:
+    """The served model(s), the store pool, the embedder and the batcher, started together."""
+
+    def __init__(self, cfg: DictConfig, settings: ServeSettings, metrics: ServerMetrics | None = None) -> None:
+        self.cfg, self.settings = cfg, settings
+        self.metrics = metrics or ServerMetrics()
+        self.pool = StorePool(lambda: instantiate(cfg.store), settings.store_pool_size)
+        self.embedder: Any = instantiate(cfg.embedder)
+        self._embed_lock = threading.Lock()  # one embedding at a time: the CPU is shared with generation
+        self.sampling = SamplingConfig(**OmegaConf.to_container(cfg.generation, resolve=True))  # type: ignore[arg-type]
+        self.k, self.mode = int(cfg.retrieval.k), str(cfg.retrieval.mode)
+        follow = settings.follow_active if settings.follow_active is not None else not explicit_model(cfg)
+        self.models = ModelManager(cfg, self.pool, follow, settings.poll_seconds, self.metrics)
+        self.batcher = GenerationBatcher(settings.batch_wait_ms / 1000, settings.max_batch_size, self.metrics)
+        self.store_error: str | None = "the store has not been checked yet"
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._store_thread = threading.Thread(target=self._check_store, name="promptly-store-check", daemon=True)
+
+    # -- life cycle ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load in the background: /healthz answers at once, /readyz once model and store are ready."""
+        self._store_thread.start()
+        self.models.start()
+        self.batcher.start()
+
+    def stop(self) -> None:
+        self.models.stop()
+        self.batcher.stop()
+        self.pool.close()
+
+    def _check_store(self) -> None:
+        try:
+            with self.pool.store() as store:
+                status = store.status()
+            if not status.applied_migrations:
+                self.store_error = "the store has no schema: run `promptly db migrate` or `promptly ingest`"
+                return
+            if status.chunks == 0:
+                log.warning("the store holds no chunks: answers will have no sources (run `promptly ingest`)")
+            self.embedder.embed_queries(["warm up"])
+            self.store_error = None
+        except Exception as err:
+            self.store_error = f"the store is not reachable: {err}"
+            log.error("%s", self.store_error)
+
+    def not_ready(self) -> str | None:
+        """Why the server cannot answer yet, or None."""
+        if self.store_error:
+            return self.store_error
+        if self.models.current is None:
+            return self.models.error or "the model is loading"
+        return None
+
+    def slot(self) -> ModelSlot:
+        current = self.models.current
+        if current is None:
+            raise ConfigError(self.not_ready() or "the model is loading")
+        return current
+
+    # -- admission -----------------------------------------------------------------------------------------
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Count a request in for its whole life; beyond serve.max_pending it is refused at once."""
+        with self._pending_lock:
+            if self._pending >= self.settings.max_pending:
+                self.metrics.rejected.labels("overloaded").inc()
+                raise OverloadedError(self.retry_after())
+            self._pending += 1
+            self.metrics.pending.set(self._pending)
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+                self.metrics.pending.set(self._pending)
+
+    def retry_after(self) -> int:
+        """Seconds until the batches ahead are likely done (from the mean batch time so far)."""
+        batches = 1 + self._pending // self.settings.max_batch_size
+        return max(1, round(self.batcher.mean_batch_s * batches))
+
+    # -- retrieval and prompts -----------------------------------------------------------------------------
+    def retrieve(self, query: str, k: int | None = None, filter: dict[str, Any] | None = None,
+                 owner: str | None = None) -> list[ContextChunk]:
+        """The top-k chunks the requester may see (other users' uploads left out, more fetched to keep k)."""
+        k = k or self.k
+        started = time.monotonic()
+        with self.pool.store() as store:
+            found = Retriever(store, _LockedEmbedder(self.embedder, self._embed_lock), k=k, mode=self.mode).search(
+                [query], filter=filter, k=k + self.settings.private_overfetch)[0]
+        self.metrics.retrieval_seconds.observe(time.monotonic() - started)
+        return [c for c in found if visible_to(c, owner)][:k]
+
+    def sampling_for(self, max_tokens: int | None, temperature: float | None, top_p: float | None) -> SamplingConfig:
+        sampling = self.sampling
+        if max_tokens is not None:
+            if not 1 <= max_tokens <= self.settings.max_new_tokens_limit:
+                raise ConfigError(f"max_tokens must be between 1 and {self.settings.max_new_tokens_limit}")
+            sampling = replace(sampling, max_new_tokens=max_tokens)
+        if temperature is not None:
+            sampling = (replace(sampling, do_sample=False) if temperature == 0 else
+                        replace(sampling, do_sample=True, temperature=temperature, top_p=top_p or sampling.top_p))
+        return sampling
+
+    def system_prompt(self, slot: ModelSlot, style: str | None, instruction: str | None) -> str:
+        """A custom instruction, else the named style's system prompt, else the model's own."""
+        if instruction and instruction.strip():
+            return instruction.strip()
+        if style in (None, "", "default"):
+            return slot.loaded.prompt.system
+        if style not in self.settings.styles:
+            raise ConfigError(f"unknown style {style!r}: choose default, {', '.join(self.settings.styles)} "
+                              "or give an instruction")
+        return self.settings.styles[style]
+
+    def question_tokens(self, slot: ModelSlot, question: str) -> int:
+        return len(slot.loaded.tokenizer(question, add_special_tokens=False)["input_ids"])
+
+    def prepare(self, slot: ModelSlot, question: str, chunks: list[ContextChunk], system: str,
+                sampling: SamplingConfig) -> Prepared:
+        """The prompt of a question with its sources, under the chosen system prompt."""
+        tokens = self.question_tokens(slot, question)
+        if tokens > self.settings.max_question_tokens:
+            raise ConfigError(f"the question has {tokens} tokens; at most {self.settings.max_question_tokens} "
+                              "are accepted (serve.max_question_tokens)")
+        loaded = replace(slot.loaded, prompt=replace(slot.loaded.prompt, system=system))
+        # render() only: the context was retrieved above, with a pooled store, so the answerer needs none
+        answerer = Answerer(loaded, None, sampling)  # type: ignore[arg-type]
+        return Prepared(slot, answerer.render(question, chunks), sampling)
+
+    # -- generation ----------------------------------------------------------------------------------------
+    def submit(self, prepared: Prepared) -> Job:
+        job = Job(slot=prepared.slot, prompt_ids=prepared.question.prompt_ids, sampling=prepared.sampling,
+                  loop=asyncio.get_running_loop())
+        self.batcher.submit(job)
+        return job
+
+    # -- conversations -------------------------------------------------------------------------------------
+    def store_conversation(self, question: str, answer: str, chunk_ids: list[str], model_id: str) -> str:
+        with self.pool.store() as store:
+            conversation_id = store.add_conversation(question, answer, chunk_ids, model_version=model_id)
+        self.metrics.conversations.inc()
+        return conversation_id
+
+    def set_feedback(self, conversation_id: str, feedback: str | None) -> bool:
+        with self.pool.store() as store:
+            return store.set_feedback(conversation_id, feedback)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _LockedEmbedder:
+    """The embedder, one query batch at a time (concurrent requests would only fight for the CPU)."""
+
+    embedder: Any
+    lock: Any
+
+    def embed_queries(self, texts: list[str]) -> Any:
+        with self.lock:
+            return self.embedder.embed_queries(texts)
