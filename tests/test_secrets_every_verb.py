@@ -79,6 +79,8 @@ def test_no_verb_writes_or_prints_a_secret(tmp_path: Path, pg_url: str) -> None:
             "qa": ["qa", "generate", *where, f"qa_generator.base_url={server.base_url}", "qa_generator.max_retries=0",
                    "qa.min_chunk_tokens=4", "qa.progress=false"],
             "ask": ["ask", "Which port does the proxy use?", *where, *tiny, "generation.max_new_tokens=4"],
+            "serve": ["serve", *where, *tiny, "serve.check=true", "serve.port=0"],  # starts, /readyz, exits
+            "ui": ["ui", "ui.check=true", f"ui.port={18500 + os.getpid() % 1000}"],  # Streamlit up, then stopped
         }
         missing = set(VERBS) - set(commands)
         assert not missing, f"add the new verb(s) {missing} to this test"

@@ -64,9 +64,9 @@ def test_eight_concurrent_clients_are_all_answered_in_shared_batches(tmp_path: P
 
 
 def test_overload_is_429_with_retry_after_and_timeout_is_504(tmp_path: Path, serve_db: str) -> None:  # noqa: F811
-    # one request admitted at a time; it waits 3 s for company in the queue but may only take 1 s
-    cfg = serve_cfg(tmp_path, serve_db, "serve.max_pending=1", "serve.batch_wait_ms=3000",
-                    "serve.request_timeout_s=1")
+    # one request admitted at a time, answering with 400 tokens but allowed only 0.3 s
+    cfg = serve_cfg(tmp_path, serve_db, "serve.max_pending=1", "serve.request_timeout_s=0.3",
+                    "generation.max_new_tokens=400")
     before = conversation_count(serve_db)
     with ServeThread(cfg) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=60)

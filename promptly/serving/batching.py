@@ -1,10 +1,11 @@
 """Generation batching: requests that arrive close together are generated in one `generate` call.
 
-One worker thread owns the model. The first queued request waits at most `wait_s` for others; then
-every queued request with the same model and sampling settings (up to `max_batch`) goes in one batch,
-so eight concurrent clients cost little more than one on a small model. Tokens are handed back to each
-request's asyncio queue as they are made (streaming); a cancelled request's tokens are dropped, and a
-batch whose requests were all cancelled is abandoned at its next token.
+One worker thread owns the model. The first queued request waits at most `wait_s` for others (not at
+all when every admitted request is already queued); then every queued request with the same model and
+sampling settings (up to `max_batch`) goes in one batch, so eight concurrent clients cost little more
+than one on a small model. Tokens are handed back to each request's asyncio queue as they are made
+(streaming); a cancelled request's tokens are dropped, and a batch whose requests were all cancelled
+is abandoned at its next token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
@@ -59,8 +61,12 @@ class _AllCancelled(Exception):
 class GenerationBatcher:
     """A queue of Jobs and the worker thread that generates them in batches."""
 
-    def __init__(self, wait_s: float, max_batch: int, metrics: ServerMetrics) -> None:
+    def __init__(self, wait_s: float, max_batch: int, metrics: ServerMetrics,
+                 admitted: Callable[[], int] | None = None) -> None:
         self.wait_s, self.max_batch, self.metrics = wait_s, max_batch, metrics
+        self.admitted = admitted
+        """Requests the server has admitted: when all of them are queued, nobody else can join, so waiting
+        would only add latency (a lone client never pays the wait window)."""
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._stopped = False
@@ -97,7 +103,8 @@ class GenerationBatcher:
             while True:
                 same = [j for j in self._queue if j.key() == first.key()][: self.max_batch]
                 left = deadline - time.monotonic()
-                if len(same) >= self.max_batch or left <= 0 or self._stopped:
+                everyone = self.admitted is not None and len(self._queue) >= self.admitted()
+                if len(same) >= self.max_batch or left <= 0 or everyone or self._stopped:
                     break
                 self._cond.wait(left)
             for job in same:

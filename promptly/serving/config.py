@@ -38,7 +38,7 @@ class ServeSettings:
     model, run_dir or model_dir is given)."""
     poll_seconds: float = 5.0
     """How often the active version is checked."""
-    batch_wait_ms: float = 10.0
+    batch_wait_ms: float = 50.0
     """How long the first queued request waits for others to share its generation batch."""
     max_batch_size: int = 16
     """Most requests generated together."""

@@ -83,7 +83,8 @@ class Engine:
         self.k, self.mode = int(cfg.retrieval.k), str(cfg.retrieval.mode)
         follow = settings.follow_active if settings.follow_active is not None else not explicit_model(cfg)
         self.models = ModelManager(cfg, self.pool, follow, settings.poll_seconds, self.metrics)
-        self.batcher = GenerationBatcher(settings.batch_wait_ms / 1000, settings.max_batch_size, self.metrics)
+        self.batcher = GenerationBatcher(settings.batch_wait_ms / 1000, settings.max_batch_size, self.metrics,
+                                         admitted=lambda: self._pending)
         self.store_error: str | None = "the store has not been checked yet"
         self._pending = 0
         self._pending_lock = threading.Lock()
