@@ -1,7 +1,7 @@
 """Answers per second: batched, left-padded generation against one-at-a-time generation.
 
 Baseline (measured in the same run, same model, same prompts, same decoding): one question at a
-time (batch size 1). Both use promptly's `generate_answers`, greedy, the tiny local model, and
+time (batch size 1). Both use promptly's one `generate`, greedy, the tiny local model, and
 prompts built like `promptly eval` builds them (question + document context from the sample
 corpus). Every answer is generated to exactly --new-tokens tokens (eos disabled), so both sides do
 the same amount of decoding. Target: >= 3x at batch size 16 on a 2-core CPU. The last line is
@@ -21,8 +21,9 @@ import torch
 from promptly.data.config import PromptConfig
 from promptly.data.encoding import ExampleEncoder
 from promptly.data.prompts import PromptBuilder
-from promptly.evaluation.generation import SamplingConfig, generate_answers
+from promptly.model.config import SamplingConfig
 from promptly.model.factory import ModelFactory
+from promptly.model.generation import generate as generate_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"

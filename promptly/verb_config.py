@@ -93,3 +93,29 @@ class AskConfig(VerbGroups, ModelChoice):
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     filter: dict[str, Any] | None = None
     """Chunk metadata the sources must match, e.g. {document_id: driftsync/install.md}."""
+
+
+class SortMode(StrEnum):
+    auto = "auto"
+    """The metric's declared direction (promptly/metrics_catalog.py)."""
+    min = "min"
+    max = "max"
+
+
+@dataclass
+class RunsConfig:
+    """`promptly runs`: the runs of a folder (or one multirun) with their overrides and final metrics."""
+
+    paths: Any = None
+    task_name: str = "runs"
+    dir: str = "logs/train"
+    """A folder of runs, a multirun folder, or one run."""
+    sort_by: str | None = None
+    """A metric name (e.g. val/loss); null: the runs' optimized_metric."""
+    mode: SortMode = SortMode.auto
+    """min, max, or auto."""
+    metrics: list[str] = field(default_factory=lambda: ["val/loss", "val/ppl", "val/sample_exact_match",
+                                                        "train/loss"])
+    """Metric columns (metrics no run has are left out)."""
+    limit: int | None = None
+    """Show at most this many rows."""

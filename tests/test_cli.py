@@ -103,3 +103,44 @@ def test_unreachable_store_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "error: cannot connect to Postgres at store.url=" in result.stderr
     assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from omegaconf import OmegaConf
+
+    from promptly.errors import ConfigError, PromptlyError
+    from promptly.hydra_entry import report_user_errors
+    from promptly.store.base import StoreError
+
+    def failing(error: BaseException):  # type: ignore[no-untyped-def]
+        def task(cfg):  # type: ignore[no-untyped-def]
+            raise error
+        return report_user_errors(task)
+
+    cfg = OmegaConf.create({})
+    for error in (ConfigError("data.batch_size must be positive"), StoreError("cannot connect to store.url=x")):
+        assert isinstance(error, PromptlyError)
+        with pytest.raises(SystemExit) as exit_info:
+            failing(error)(cfg)
+        assert exit_info.value.code == 1
+        assert f"error: {error}" in capsys.readouterr().err
+    # A builtin error is a bug, not a user's mistake: it propagates with its traceback.
+    with pytest.raises(ValueError, match="unexpected"):
+        failing(ValueError("unexpected"))(cfg)
+    with pytest.raises(FileNotFoundError):
+        failing(FileNotFoundError("a bug's missing file"))(cfg)
+
+
+def test_a_secret_in_a_user_error_is_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    from omegaconf import OmegaConf
+
+    from promptly.errors import ConfigError
+    from promptly.hydra_entry import report_user_errors
+
+    def task(cfg):  # type: ignore[no-untyped-def]
+        raise ConfigError("bad store.url=postgresql://admin:hunter2-pw@db/x and key sk-abcdefghijklmnopqrstuvwx")
+
+    with pytest.raises(SystemExit):
+        report_user_errors(task)(OmegaConf.create({}))
+    err = capsys.readouterr().err
+    assert "hunter2-pw" not in err and "sk-abcdefghijklmnopqrstuvwx" not in err and "***" in err

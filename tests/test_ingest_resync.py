@@ -8,8 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from promptly.data.conversations import conversation_examples
 from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.documents import SourceConfig, load_source
@@ -110,8 +108,6 @@ def test_after_a_split_rule_change_documents_file_pairs_and_conversations_agree(
         assert all(e.pair.split == expected[e.pair.document_id] for e in examples)
 
 
-@pytest.mark.xfail(strict=True, reason="a split-rule change re-splits documents (promptly_set_document_splits) "
-                   "and re-reads the QA file, but generated pairs keep the split they were stored with")
 def test_after_a_split_rule_change_generated_pairs_follow_their_document(
         tmp_path: Path, pg_url: str, pg_store: PostgresStore) -> None:
     resplit_store(tmp_path, pg_url, pg_store)

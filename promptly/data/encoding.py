@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptly.data.prompts import PromptBuilder
+from promptly.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class ExampleEncoder:
 
     def __post_init__(self) -> None:
         if self.tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no eos token: answers could never end")
+            raise ConfigError("the tokenizer has no eos token: answers could never end")
         chat = self.builder is not None and self.builder.use_chat_template
         # Chat templates write their own begin-of-text marker (if the model has one) into the text.
         self.add_bos = not chat and self.tokenizer.bos_token_id is not None
@@ -82,7 +83,7 @@ class ExampleEncoder:
         prefix = self._bos() + prefix
         budget = self.max_length - reserve - len(prefix) - len(suffix)
         if budget < 0:
-            raise ValueError(f"the prompt of {question[:60]!r} does not fit in {self.max_length} tokens")
+            raise ConfigError(f"the prompt of {question[:60]!r} does not fit in {self.max_length} tokens")
         cut = max(0, len(ctx) - budget)
         return prefix + ctx[: len(ctx) - cut] + suffix, cut
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptly.data.config import ChatTemplateUse, PromptConfig
+from promptly.errors import ConfigError
 
 CONTEXT_SENTINEL = "\u2063PROMPTLY_CONTEXT\u2063"  # invisible separator: no template changes it
 
@@ -45,7 +46,7 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if cfg.chat_template == ChatTemplateUse.always and not has_template:
-            raise ValueError(
+            raise ConfigError(
                 "data.prompt.chat_template=always but the tokenizer has no chat template: "
                 "use auto or never (then data.prompt.template is used)"
             )
@@ -54,7 +55,7 @@ class PromptBuilder:
         name = "data.prompt.user_template" if self.use_chat_template else "data.prompt.template"
         for field in ("{context}", "{question}"):
             if field not in template:
-                raise ValueError(f"{name} must contain {field}: {template!r}")
+                raise ConfigError(f"{name} must contain {field}: {template!r}")
 
     def format_context(self, chunks: Sequence[Mapping[str, Any]]) -> str:
         """Retrieved chunks, best first, written with chunk_template (`{number}` counts from 1, as the
@@ -77,6 +78,6 @@ class PromptBuilder:
             text = self.cfg.template.format(system=self.cfg.system, context=CONTEXT_SENTINEL, question=question)
             answer_prefix = self.cfg.answer_prefix
         if text.count(CONTEXT_SENTINEL) != 1:
-            raise ValueError("the prompt template must place {context} exactly once")
+            raise ConfigError("the prompt template must place {context} exactly once")
         prefix, suffix = text.split(CONTEXT_SENTINEL)
         return PromptParts(prefix=prefix, suffix=suffix, answer_prefix=answer_prefix)

@@ -78,7 +78,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     embedder = instantiate(cfg.embedder)
     store: ChunkStore = instantiate(cfg.store)
     try:
-        pairs = list(store.iter_qa_pairs(split=str(cfg.split)))[: cfg.limit or None]
+        pairs = list(store.iter_qa_pairs(split=str(cfg.split)))[: cfg.limit or None]  # type: ignore[arg-type]
         if not pairs:
             raise EmptyInputError(f"the {cfg.split} split has no QA pairs: run `promptly ingest` (with "
                                   "ingest.qa.path) or choose split=validation")

@@ -18,11 +18,11 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import ROUGEScore, SacreBLEUScore
 
+from promptly.data.collate import IGNORE_INDEX
 from promptly.evaluation import rag_metrics as rag
 from promptly.evaluation.config import MetricConfig
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
-IGNORE_INDEX = -100
 
 
 class Bleu(SacreBLEUScore):

@@ -87,8 +87,8 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         """Embed in batches of similar lengths: sentence-transformers pads a batch to its longest text,
-        so a chunk embedded with its own sentences (the metrics do that) made every sentence cost as
-        much as the chunk (measured 7x slower; benchmarks/embedding_batches.py)."""
+        so a chunk embedded with its own sentences (the metrics do that) would make every sentence cost as
+        much as the chunk (benchmarks/embedding_batches.py measures the difference)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         self.texts_embedded += len(texts)

@@ -144,6 +144,7 @@ def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model: Any
     if meta.get("adapter_only"):
         from peft import PeftModel
 
@@ -161,12 +162,16 @@ def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None
                        checkpoint=str(path), prompt=prompt, max_length=length)
 
 
+def _plain(node: Any) -> dict[str, Any]:
+    return dict(OmegaConf.to_container(node, resolve=True, enum_to_str=True))  # type: ignore[arg-type]
+
+
 def load_model(cfg: DictConfig) -> LoadedModel:
     """What a verb's config asks for: `run_dir` (a run folder or `latest`), `model_dir` (an export),
     `ckpt_path` with `model`, or `model` alone (a base model). `data.prompt`/`data.max_length` apply
     to base models and exports; a run brings its own."""
-    data = cfg.get("data") or {}
-    prompt = prompt_config(OmegaConf.to_container(data.prompt, resolve=True) if data.get("prompt") else None)
+    data: Any = cfg.get("data") or {}
+    prompt = prompt_config(_plain(data.prompt) if data.get("prompt") else None)
     max_length = data.get("max_length")
     chosen = [k for k in ("run_dir", "model_dir") if cfg.get(k)]
     if len(chosen) > 1:

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from torchmetrics import MeanMetric
 
+from promptly.errors import ConfigError
 from promptly.model.generation import SamplingConfig, exact_match, generate, token_f1
 from promptly.model.loss import supervised_loss
 
@@ -50,7 +51,7 @@ class RagLitModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.samples, self.max_new_tokens = samples, max_new_tokens
         if scheduler_interval not in ("step", "epoch"):
-            raise ValueError(f"module.scheduler_interval must be step or epoch, got {scheduler_interval!r}")
+            raise ConfigError(f"module.scheduler_interval must be step or epoch, got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
         self.net: torch.nn.Module | None = None
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()

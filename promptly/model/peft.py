@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from promptly.errors import ConfigError, ModelLoadError
 from promptly.model.config import PeftConfig, PeftMethod
 
 LORA_FIELDS = ("r", "alpha", "dropout", "target_modules")
@@ -28,25 +29,25 @@ def peft_config(value: PeftConfig | Mapping[str, Any] | None) -> PeftConfig:
     if cfg.method == PeftMethod.full:
         stray = [f for f in (*LORA_FIELDS, "modules_to_save") if getattr(cfg, f) is not None]
         if stray:
-            raise ValueError(f"model.peft.method=full trains every parameter, but model.peft.{stray[0]} is set: "
+            raise ConfigError(f"model.peft.method=full trains every parameter, but model.peft.{stray[0]} is set: "
                              "LoRA options only apply to model/peft=lora or qlora")
     else:
         missing = [f for f in LORA_FIELDS if getattr(cfg, f) is None]
         if missing:
-            raise ValueError(f"model.peft.method={cfg.method.value} needs model.peft.{missing[0]}")
+            raise ConfigError(f"model.peft.method={cfg.method.value} needs model.peft.{missing[0]}")
         assert cfg.r is not None and cfg.alpha is not None and cfg.dropout is not None
         if cfg.r < 1 or cfg.alpha <= 0 or not 0 <= cfg.dropout < 1:
-            raise ValueError(f"invalid LoRA settings: r={cfg.r}, alpha={cfg.alpha}, dropout={cfg.dropout}")
+            raise ConfigError(f"invalid LoRA settings: r={cfg.r}, alpha={cfg.alpha}, dropout={cfg.dropout}")
     return cfg
 
 
 def quantization_config() -> Any:
     """NF4 4-bit weights with bf16 compute, or a clear error where QLoRA cannot run."""
     if not torch.cuda.is_available():
-        raise RuntimeError("model/peft=qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); "
+        raise ModelLoadError("model/peft=qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); "
                            "use model/peft=lora on this machine")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError("model/peft=qlora needs bitsandbytes: pip install bitsandbytes")
+        raise ModelLoadError("model/peft=qlora needs bitsandbytes: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from promptly.errors import InputNotFoundError
 from promptly.model.config import TinyConfig
 
 TOKENIZER_VERSION = 1
@@ -27,13 +28,13 @@ def corpus_files(corpus_dir: str) -> list[Path]:
     """Documents under corpus_dir, sorted (qa.jsonl is left out: it holds the test answers)."""
     root = Path(corpus_dir)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"model.tiny.corpus_dir={corpus_dir} does not exist: the tiny model's tokenizer is trained on a "
             "folder of documents (the sample corpus by default, paths.data_dir)"
         )
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no {'/'.join(CORPUS_SUFFIXES)} files under model.tiny.corpus_dir={corpus_dir}")
+        raise InputNotFoundError(f"no {'/'.join(CORPUS_SUFFIXES)} files under model.tiny.corpus_dir={corpus_dir}")
     return files
 
 

@@ -11,6 +11,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from promptly.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -53,5 +55,5 @@ def layer_classes(names: list[str]) -> set[type]:
                 found.add(cls)
                 break
     if not found:
-        raise ValueError(f"none of {names} is a transformers decoder-layer class")
+        raise ConfigError(f"none of {names} is a transformers decoder-layer class")
     return found

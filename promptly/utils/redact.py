@@ -109,10 +109,12 @@ def redact_yaml_file(path: Path) -> None:
 
 
 def _redact_overrides_inside(data: Any) -> Any:
-    """hydra.yaml lists the overrides as strings under hydra.overrides.task/hydra."""
+    """hydra.yaml lists the overrides as strings under hydra.overrides.task/hydra, and joins them with
+    commas into hydra.job.override_dirname."""
     if isinstance(data, dict):
         return {k: ([redact_override(str(o)) for o in v] if k in ("task", "hydra") and isinstance(v, list)
-                    else _redact_overrides_inside(v)) for k, v in data.items()}
+                    else ",".join(redact_override(o) for o in v.split(",")) if k == "override_dirname"
+                    and isinstance(v, str) else _redact_overrides_inside(v)) for k, v in data.items()}
     if isinstance(data, list):
         return [_redact_overrides_inside(v) for v in data]
     return data

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
+from promptly.errors import ConfigError
 from promptly.utils.naming import run_identity
 from promptly.utils.redact import redact_run_files, redact_text, redacted_container
 from promptly.utils.results import RunResult, write_result
@@ -62,7 +63,7 @@ def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+        raise ConfigError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
     return float(metrics[name])
 
 
