@@ -35,6 +35,8 @@ VERBS: dict[str, Verb] = {
                 positional="question"),
     "serve": Verb("promptly.serving.command", "the OpenAI-compatible RAG API: citations, streaming, uploads, /metrics"),
     "ui": Verb("promptly.serving.ui_command", "the Streamlit chat (sources, feedback), upload and evaluation pages"),
+    "launch": Verb("promptly.launch.command", "status | pull: the Kaggle kernels of a sweep launched with "
+                   "hydra/launcher=kaggle", ("status", "pull")),
 }
 
 VERBOSE_FLAGS = ("-v", "--verbose")

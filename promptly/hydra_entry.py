@@ -28,13 +28,15 @@ PROJECT_ROOT = PACKAGE_ROOT.parent
 
 
 def config_dir() -> Path:
-    """`configs/` of the checkout (the README installs promptly editable), or PROMPTLY_CONFIG_DIR."""
+    """The config tree: PROMPTLY_CONFIG_DIR, else the package's `_configs`. In a checkout that is a
+    symlink to the top-level `configs/` (so editing configs needs no reinstall); in a wheel it holds
+    the copied files, so an installed promptly composes from any folder."""
     override = os.environ.get("PROMPTLY_CONFIG_DIR")
-    path = Path(override) if override else PROJECT_ROOT / "configs"
+    path = Path(override) if override else PACKAGE_ROOT / "_configs"
     if not path.is_dir():
         raise InputNotFoundError(
-            f"promptly's config tree was not found at {path}: install promptly from its repository "
-            "(`pip install -e .`) or set PROMPTLY_CONFIG_DIR"
+            f"promptly's config tree was not found at {path}: reinstall promptly (its wheel ships the configs) "
+            "or set PROMPTLY_CONFIG_DIR"
         )
     return path
 

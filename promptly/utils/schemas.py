@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 
 from promptly.data.config import DataConfig
 from promptly.ingest.config import EmbedderConfig, IngestConfig
+from promptly.launch import config as launch_config  # noqa: F401  (registers hydra/launcher=kaggle's and launch's)
 from promptly.model.config import ModelConfig, PeftConfig, SamplingConfig
 from promptly.publish.config import PublishConfig
 from promptly.serving.config import ServeConfig, UiConfig
