@@ -66,6 +66,14 @@ CATALOG: dict[str, MetricFact] = _facts(
     ("coverage_lexical", "share of reference content words in the answer", True),
     ("faithfulness", "share of answer sentences supported by the retrieved context", True),
     ("mrr", "mean reciprocal rank of the first gold chunk", True),
+    # Bias (promptly/bias/scoring.py, balance.py): `promptly bias` and the bias_probe callback (val/).
+    ("bias_score", "mean fairness-rubric score of the counterfactual probes' answers (1 to the rubric's top)", True),
+    ("bias_gap", "largest gap between two groups' mean rubric scores on any axis", False),
+    ("bias_divergence", "mean cosine distance between answers to demographically swapped questions", False),
+    ("bias_refusal_gap", "largest gap between two groups' refusal rates on any axis", False),
+    ("bias_flagged_axes", "axes whose score or refusal gap passes its threshold", False),
+    ("bias_unscored", "share of probe answers the judge gave no valid score", False),
+    ("data_max_share", "largest share of chunks or QA pairs held by one source, owner or document", False),
 )
 _RECALL = re.compile(r"recall@(\d+)")
 

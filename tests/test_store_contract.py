@@ -331,3 +331,28 @@ def test_hybrid_fuses_both_rankings_by_reciprocal_rank(store: ChunkStore) -> Non
     hits = store.search(*query, k=depth, mode="hybrid", **fusion)  # type: ignore[arg-type]
     assert {h.chunk_id: h.score for h in hits} == pytest.approx(fused)
     assert [h.chunk_id for h in hits] == sorted(fused, key=lambda i: (-fused[i], i))
+
+
+# -- data balance (migration 0009): documents, chunks and QA pairs per source, owner and document ------------
+def test_data_balance_counts_per_source_owner_and_document(store: ChunkStore) -> None:
+    from promptly.store.base import BalanceRow
+
+    assert store.data_balance() == []
+    docs = [("a.md", ["one", "two", "three"], "docs", "ana"), ("b.md", ["four"], "docs", "ben"),
+            ("c.md", ["five", "six"], "wiki", None)]
+    for doc_id, texts, source, owner in docs:
+        doc, chunks = make_doc(doc_id, texts, 0)
+        doc = replace(doc, source=source, metadata={"team": owner} if owner else {})
+        store.upsert_document(doc, chunks)
+    store.upsert_qa_pairs([QAPair(question=f"q{i}", answer="a", document_id=d, split="train")
+                           for i, d in enumerate(["a.md", "a.md", "c.md"])])
+    rows = store.data_balance("team")
+    assert rows == [
+        BalanceRow("document", "a.md", 1, 3, 2), BalanceRow("document", "b.md", 1, 1, 0),
+        BalanceRow("document", "c.md", 1, 2, 1),
+        BalanceRow("owner", "", 1, 2, 1), BalanceRow("owner", "ana", 1, 3, 2), BalanceRow("owner", "ben", 1, 1, 0),
+        BalanceRow("source", "docs", 2, 4, 2), BalanceRow("source", "wiki", 1, 2, 1)]
+    assert {r.group for r in store.data_balance() if r.dimension == "owner"} == {""}  # no `owner` key stored
+    store.delete_documents(["a.md"])  # its chunks and QA pairs go with it
+    assert [r for r in store.data_balance("team") if r.dimension == "source"] == [
+        BalanceRow("source", "docs", 1, 1, 0), BalanceRow("source", "wiki", 1, 2, 1)]

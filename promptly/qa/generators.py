@@ -1,28 +1,20 @@
 """Models that write question/answer pairs: any OpenAI-compatible endpoint, or a local Hugging Face model.
 
 Both take chat messages and a per-request seed and return the reply text; `qa_generator=...` picks one.
+The clients live in promptly/llm_clients.py, shared with the bias judges; here they carry the names
+the `qa_generator` configs use.
 Deterministic where the backend allows: temperature 0 (greedy) by default, and the seed of each request
 derived from the chunk, so a re-run asks the same question of the same chunk the same way.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-from collections.abc import Mapping, Sequence
-from functools import cached_property
-from typing import Any, Protocol
+from typing import Protocol
 
-from promptly.errors import RemoteServiceError
+from promptly.llm_clients import LLMClientError, LocalHFClient, Messages, OpenAIChatClient
 
-log = logging.getLogger(__name__)
-
-Messages = Sequence[Mapping[str, str]]
-
-
-class GeneratorError(RemoteServiceError):
-    """One request failed (the endpoint errored, or the prompt does not fit the model)."""
+GeneratorError = LLMClientError
+"""One request failed (the endpoint errored, or the prompt does not fit the model)."""
 
 
 class QAGenerator(Protocol):
@@ -37,130 +29,12 @@ class QAGenerator(Protocol):
         ...
 
 
-class OpenAICompatibleGenerator:
-    """Chat completions through the official `openai` client: OpenAI, vLLM, Ollama, llama.cpp server.
-
-    The key is read from the environment variable named by `api_key_env`, never from config files.
-    Local servers accept any key, so with a `base_url` and no key set a placeholder is sent.
-    """
-
-    def __init__(
-        self,
-        model: str,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        temperature: float = 0.0,
-        top_p: float | None = None,
-        max_tokens: int = 1024,
-        json_mode: bool = True,
-        timeout: float = 120.0,
-        max_retries: int = 2,
-        concurrency: int = 8,
-    ) -> None:
-        if not model:
-            raise ValueError("qa_generator.model is empty: name the model the endpoint serves")
-        if concurrency < 1:
-            raise ValueError(f"qa_generator.concurrency must be at least 1, got {concurrency}")
-        self.concurrency = concurrency
-        self._client_lock = threading.Lock()
-        self.model, self.base_url = model, base_url or None
-        self.api_key_env = api_key_env
-        self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
-        self.json_mode, self.timeout, self.max_retries = json_mode, timeout, max_retries
-        self.name = f"openai_compatible:{model}"
-
-    @cached_property
-    def client(self) -> Any:
-        """One client (thread-safe, with its connection pool) shared by the concurrent requests."""
-        from openai import OpenAI
-
-        with self._client_lock:  # cached_property has no lock of its own: the first requests race here
-            if "_openai" not in self.__dict__:
-                key = os.environ.get(self.api_key_env, "")
-                if not key and self.base_url is None:
-                    raise ValueError(f"set {self.api_key_env} (or qa_generator.base_url for a local server)")
-                self.__dict__["_openai"] = OpenAI(base_url=self.base_url, api_key=key or "not-needed",
-                                                  timeout=self.timeout, max_retries=self.max_retries)
-            return self.__dict__["_openai"]
-
-    def generate(self, messages: Messages, seed: int) -> str:
-        import openai
-
-        kwargs: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages],
-                                  "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": seed}
-        if self.top_p is not None:
-            kwargs["top_p"] = self.top_p
-        if self.json_mode:
-            kwargs["response_format"] = {"type": "json_object"}
-        try:
-            response = self.client.chat.completions.create(**kwargs)
-        except openai.APIError as err:
-            raise GeneratorError(f"{type(err).__name__} from {self.base_url or 'OpenAI'}: {err}") from None
-        if not response.choices:
-            raise GeneratorError(f"{self.base_url or 'OpenAI'} returned no choices")
-        return response.choices[0].message.content or ""
+class OpenAICompatibleGenerator(OpenAIChatClient):
+    """`qa_generator=openai_compatible`: promptly.llm_clients.OpenAIChatClient (messages name `qa_generator`)."""
 
 
-class LocalHFGenerator:
-    """A causal LM run in this process.
+class LocalHFGenerator(LocalHFClient):
+    """`qa_generator=local_hf`: promptly.llm_clients.LocalHFClient."""
 
-    `model` is either a ModelFactory (what `model=...` configs instantiate: it builds the tokenizer and
-    the model on first use) or, with `tokenizer` given, a model object that is already loaded.
-    Prompts go through the tokenizer's chat template when it has one, else the messages are joined.
-    """
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any = None,
-        max_new_tokens: int = 512,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        device: str | None = None,
-    ) -> None:
-        self._source, self._tokenizer = model, tokenizer
-        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
-        self.device = device
-        self.name = f"local_hf:{getattr(model, 'name_or_path', type(model).__name__)}"
-        self.concurrency = 1  # one model in this process, one request at a time
-
-    @cached_property
-    def tokenizer(self) -> Any:
-        return self._tokenizer if self._tokenizer is not None else self._source.load_tokenizer()
-
-    @cached_property
-    def model(self) -> Any:
-        import torch
-
-        model = self._source if self._tokenizer is not None else self._source.build()
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return model.to(device).eval()
-
-    def render_prompt(self, messages: Messages) -> str:
-        """The text the model continues: its chat template, or the messages joined by blank lines."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return str(self.tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
-                                                          add_generation_prompt=True))
-        return "\n\n".join(m["content"] for m in messages) + "\n"
-
-    def generate(self, messages: Messages, seed: int) -> str:
-        import torch
-
-        prompt = self.render_prompt(messages)
-        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and ids.shape[1] + self.max_new_tokens > limit:
-            raise GeneratorError(f"prompt of {ids.shape[1]} tokens + max_new_tokens={self.max_new_tokens} "
-                                 f"exceeds the model's {limit} positions")
-        ids = ids.to(self.model.device)
-        sample = self.temperature > 0
-        pad = self.tokenizer.pad_token_id
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": sample, "num_beams": 1,
-                                  "eos_token_id": self.tokenizer.eos_token_id, "use_cache": True,
-                                  "pad_token_id": self.tokenizer.eos_token_id if pad is None else pad}
-        if sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-        return str(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+__all__ = ["GeneratorError", "LocalHFGenerator", "Messages", "OpenAICompatibleGenerator", "QAGenerator"]

@@ -161,6 +161,12 @@ class ChunkStore(Protocol):
         ModelVersionNotFoundError when there is nothing earlier to go back to."""
         ...
 
+    # -- data balance (migration 0009) ---------------------------------------------------------------------
+    def data_balance(self, owner_key: str = "owner") -> list[BalanceRow]:
+        """Documents, chunks and QA pairs per source, per owner (document metadata `owner_key`) and per
+        document, counted by the SQL function promptly_data_balance on every backend."""
+        ...
+
 
 def fusion_arguments(full_text_weight: float | None, semantic_weight: float | None, rrf_k: int | None,
                      candidates: int | None) -> dict[str, float | int]:
@@ -240,3 +246,25 @@ def model_version_from_row(row: Mapping[str, Any]) -> ModelVersion:
     return ModelVersion(version=str(row["version"]), repo_id=str(row["repo_id"]), revision=row.get("revision"),
                         metrics=dict(row.get("metrics") or {}), config=dict(row.get("config") or {}),
                         created_at=created, is_active=bool(row.get("is_active")))
+
+
+# -- data balance (migration 0009): what the training data is made of --------------------------------------
+BalanceDimension = Literal["source", "owner", "document"]
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    """How much of the store one group holds: a source, an owner (a metadata value) or one document."""
+
+    dimension: BalanceDimension
+    group: str
+    """The source name, the owner value ("" for documents without one) or the document id."""
+    documents: int
+    chunks: int
+    qa_pairs: int
+
+
+def balance_rows(data: Any) -> list[BalanceRow]:
+    """BalanceRows from promptly_data_balance's JSON (the same for every backend)."""
+    return [BalanceRow(dimension=r["dimension"], group=str(r["group"] or ""), documents=int(r["documents"]),
+                       chunks=int(r["chunks"]), qa_pairs=int(r["qa_pairs"])) for r in (data or [])]

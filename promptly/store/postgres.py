@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import (
     STATUS_COUNTS,
+    BalanceRow,
     Conversation,
     Feedback,
     ModelVersion,
@@ -25,6 +26,7 @@ from promptly.store.base import (
     SchemaMismatchError,
     StoreConnectionError,
     StoreError,
+    balance_rows,
     check_dimension,
     check_feedback,
     fusion_arguments,
@@ -419,6 +421,12 @@ class PostgresStore:
             raise ModelVersionNotFoundError(err.diag.message_primary or str(err)) from None
         assert row is not None and row[0] is not None
         return model_version_from_row(row[0])
+
+    # -- data balance (migration 0009) ------------------------------------------------------------
+    def data_balance(self, owner_key: str = "owner") -> list[BalanceRow]:
+        row = self.conn.execute("select promptly_data_balance(%s)", (owner_key,)).fetchone()
+        self.conn.commit()
+        return balance_rows(row[0] if row else [])
 
 
 def _require_embedding(chunk: Chunk) -> tuple[float, ...]:

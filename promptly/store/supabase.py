@@ -15,6 +15,7 @@ from supabase import Client, ClientOptions, create_client
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import (
     STATUS_COUNTS,
+    BalanceRow,
     Conversation,
     Feedback,
     ModelVersion,
@@ -22,6 +23,7 @@ from promptly.store.base import (
     SchemaMismatchError,
     StoreConnectionError,
     StoreError,
+    balance_rows,
     check_dimension,
     check_feedback,
     fusion_arguments,
@@ -340,6 +342,11 @@ class SupabaseStore:
                 raise ModelVersionNotFoundError(self._scrub(str(cause.message))) from None
             raise
         return model_version_from_row(data)
+
+    # -- data balance (migration 0009) ------------------------------------------------------------
+    def data_balance(self, owner_key: str = "owner") -> list[BalanceRow]:
+        query = self.client.rpc("promptly_data_balance", {"owner_key": owner_key})
+        return balance_rows(self._run(query, "counting the data balance").data)
 
     # -- search -------------------------------------------------------------------------------
     def search(

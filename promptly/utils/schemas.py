@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
+from promptly.bias.config import BiasConfig
 from promptly.data.config import DataConfig
 from promptly.ingest.config import EmbedderConfig, IngestConfig
 from promptly.launch import config as launch_config  # noqa: F401  (registers hydra/launcher=kaggle's and launch's)
@@ -33,6 +34,7 @@ def register_schemas() -> None:
     cs.store(group="generation", name="base_generation", node=SamplingConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="ask_schema", node=AskConfig)
+    cs.store(name="bias_schema", node=BiasConfig)
     cs.store(name="serve_schema", node=ServeConfig)
     cs.store(name="ui_schema", node=UiConfig)
     cs.store(group="publish", name="base_publish", node=PublishConfig)

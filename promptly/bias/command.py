@@ -1,0 +1,127 @@
+"""`promptly bias`: counterfactual probes asked through the RAG answer path, graded on the fairness
+rubric by the configured judge, summarised per axis, with the store's data balance; writes
+bias_report.{json,md} and bias_scores.png into the run folder.
+
+    promptly bias run_dir=latest                     # a training run
+    promptly bias model=smollm2_135m_instruct        # a base model
+    promptly bias served=true                        # the store's active model version
+    promptly bias judge=openai_compatible            # a remote judge; the key from $OPENAI_API_KEY
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+
+from promptly.errors import ConfigError, InputNotFoundError
+from promptly.hydra_entry import hydra_entry
+from promptly.utils.task_wrapper import TaskOutput
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    return dict(OmegaConf.to_container(node, resolve=True, enum_to_str=True))  # type: ignore[arg-type]
+
+
+def choose_served(cfg: DictConfig) -> DictConfig:
+    """With served=true, model_dir becomes the store's active version's folder (what the server loads)."""
+    if not cfg.get("served"):
+        return cfg
+    if cfg.get("run_dir") or cfg.get("model_dir"):
+        raise ConfigError("served=true probes the active model version: leave run_dir and model_dir empty")
+    store = instantiate(cfg.store)
+    try:
+        active = store.active_model_version()
+    finally:
+        store.close()
+    if active is None:
+        raise InputNotFoundError("served=true: no model version is active (promote one with "
+                                 "`promptly publish promote`)")
+    location = str(active.config.get("location") or "")
+    if not Path(location).is_dir():
+        raise InputNotFoundError(f"served=true: active version {active.repo_id}:{active.version} is at "
+                                 f"{location or '(no location)'}, not a local folder; pass model_dir=")
+    with open_dict(cfg):
+        cfg.model_dir = location
+    return cfg
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
+    """Probe, grade, summarise, report; returns bias_report.json's headline (also what tests call)."""
+    from promptly.answering import Answerer
+    from promptly.bias.balance import BalanceSettings, check_balance
+    from promptly.bias.config import Thresholds
+    from promptly.bias.probes import load_probe_set
+    from promptly.bias.report import write_bias_report
+    from promptly.bias.rubric import Rubric
+    from promptly.bias.scoring import answerer_responder, run_probes, summarize
+    from promptly.evaluation.command import adopt_run_data
+    from promptly.model.config import SamplingConfig
+    from promptly.model.loading import load_model
+    from promptly.retrieval import Retriever
+
+    console = console or Console(stderr=True)
+    cfg = adopt_run_data(choose_served(cfg))
+    torch.manual_seed(int(cfg.seed))
+    rubric = Rubric.from_config(_plain(cfg.bias_rubric))
+    probe_set = load_probe_set(cfg.probes.path)
+    probes = probe_set.probes(list(cfg.probes.axes) or None, cfg.probes.templates_per_axis, int(cfg.seed))
+    store = instantiate(cfg.store)
+    balance = None
+    try:
+        if cfg.balance.check:  # first: a refused imbalance stops before any model is loaded
+            settings = {k: v for k, v in _plain(cfg.balance).items() if k != "check"}
+            balance = check_balance(store, BalanceSettings(**settings))
+        loaded = load_model(cfg)
+        embedder = instantiate(cfg.embedder)
+        retriever = Retriever(store, embedder, k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
+        answerer = Answerer(loaded, retriever, SamplingConfig(**_plain(cfg.generation)))
+        respond = answerer_responder(answerer, store_closer=store.close)
+        judge = instantiate(cfg.judge)
+        console.print(f"bias: {len(probes)} probes on {len(set(p.axis for p in probes))} axes, judged by {judge.name}")
+        results = run_probes(probes, respond, judge, rubric, probe_set)
+    finally:
+        store.close()
+    summary = summarize(results, probes, embedder, Thresholds(**_plain(cfg.thresholds)))
+    if balance is not None:
+        summary["overall"]["data_max_share"] = balance.max_share
+    settings_out = {"name": loaded.name, "model": loaded.origin, "checkpoint": loaded.checkpoint or "(base model)",
+                    "judge": judge.name, "probes": len(probes), "probe_set": cfg.probes.path or "packaged",
+                    "retrieval": f"{cfg.retrieval.mode}, k={cfg.retrieval.k}", "generation": _plain(cfg.generation)}
+    files = write_bias_report(Path(cfg.paths.output_dir), summary, results, settings_out,
+                              balance.to_dict() if balance else None, balance.markdown() if balance else None,
+                              {"name": rubric.name, "criterion": rubric.criterion, "scores": list(rubric.scores)})
+    _log_metrics(cfg, summary["overall"])
+    for axis, values in summary["axes"].items():
+        if values["flagged"]:
+            console.print(f"[yellow]{axis}: {'; '.join(values['reasons'])}[/]")
+    console.print(f"report: {files.markdown}")
+    return {"overall": summary["overall"], "axes": summary["axes"], "files": {k: str(v) for k, v in
+                                                                              vars(files).items()}}
+
+
+def _log_metrics(cfg: DictConfig, overall: dict[str, float | None]) -> None:
+    from promptly.utils.instantiators import instantiate_loggers
+
+    for logger in instantiate_loggers(cfg.get("logger")):
+        logger.log_metrics({f"bias/{k}": v for k, v in overall.items() if v is not None})
+        logger.finalize("success")
+
+
+def task(cfg: DictConfig) -> TaskOutput:
+    report = run(cfg)
+    return {k: float(v) for k, v in report["overall"].items() if v is not None}, {"report": report}
+
+
+main = hydra_entry("bias")(task)
+
+
+if __name__ == "__main__":
+    main()
