@@ -1,8 +1,8 @@
 """task_wrapper: the one shape every verb that makes a run folder runs in.
 
 Each run leaves a redacted config.yaml (and redacted copies of Hydra's .hydra/ files) and a result.json;
-its loggers (W&B) are closed whatever happens; a failure is logged and recorded before it propagates,
-so Hydra marks that job failed and a multirun goes on with the next one.
+its loggers (W&B) are closed whatever happens; a failure is logged, recorded (and, with PROMPTLY_NOTIFY=failure,
+sent to the configured webhooks) before it propagates, so Hydra marks that job failed and a multirun goes on.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def task_wrapper(task: Task) -> Task:
             result.duration_s = time.perf_counter() - started
             write_result(output_dir, result)
             close_wandb(failed=True)
+            notify_failure(f"{result.task_name} {ident.name}", err, output_dir)
             if ident.multirun and not isinstance(err, KeyboardInterrupt):
                 raise JobFailed(f"job {ident.job_num} failed: {result.error}") from err
             raise
@@ -107,6 +108,15 @@ def task_wrapper(task: Task) -> Task:
         return metrics, objects
 
     return wrapped
+
+
+def notify_failure(title: str, err: BaseException, output_dir: Path) -> None:
+    """With PROMPTLY_NOTIFY=failure, report the failure (promptly.notify) unless a callback already did."""
+    from promptly.notify.jobs import failures_enabled
+    from promptly.notify.jobs import notify_failure as send
+
+    if failures_enabled():
+        send(title, err, output_dir)
 
 
 def _is_user_error(err: BaseException) -> bool:
