@@ -37,7 +37,14 @@ from promptly.publish.config import CardConfig
 from promptly.publish.export import export_version
 from promptly.publish.registry import Registry, next_version
 from promptly.publish.registry_local import LocalRegistry
-from promptly.publish.selection import Candidate, Evaluation, newest_evaluation, resolve_run
+from promptly.publish.selection import (
+    Candidate,
+    Evaluation,
+    Verdict,
+    compare_with_active,
+    newest_evaluation,
+    resolve_run,
+)
 from promptly.store.base import ChunkStore, ModelVersion
 from promptly.utils.redact import redacted_container
 from promptly.utils.task_wrapper import TaskOutput
@@ -85,11 +92,18 @@ def _checked(chosen: Candidate) -> tuple[Evaluation, str, DictConfig]:
     return evaluation, checkpoint, run_cfg
 
 
-def push(cfg: DictConfig, store: ChunkStore, console: Console) -> ModelVersion:
-    """Publish the chosen run as the next version; return the recorded version."""
+def push(cfg: DictConfig, store: ChunkStore, console: Console) -> ModelVersion | Verdict:
+    """Publish the chosen run as the next version; return the recorded version, or with
+    publish.only_if_better the verdict that kept it back."""
     p = cfg.publish
     chosen, metric, direction = resolve_run(p.run_dir, str(p.runs_dir), p.metric, str(p.mode))
     evaluation, checkpoint, run_cfg = _checked(chosen)
+    if p.only_if_better:
+        verdict = compare_with_active(evaluation, store.active_model_version(), p.metric, str(p.mode))
+        console.print(f"{chosen.run_dir}: {verdict.reason}")
+        if not verdict.better:
+            console.print("[bold yellow]not published[/]: the active version stays")
+            return verdict
     selection = (f"best of {p.runs_dir} by {metric} ({direction}): {chosen.metrics.get(metric, float('nan')):.4g}"
                  if metric and direction else "chosen by path")
     registry = open_registry(p)
@@ -168,8 +182,13 @@ def run(cfg: DictConfig, console: Console | None = None) -> TaskOutput:
     try:
         store.migrate()
         if action == "push":
-            record = push(cfg, store, console)
-            return {k: float(v) for k, v in record.metrics.items()}, {"version": record}
+            pushed = push(cfg, store, console)
+            if isinstance(pushed, Verdict):
+                kept = {"published": 0.0, f"candidate/{pushed.metric}": pushed.candidate}
+                if pushed.incumbent is not None:
+                    kept[f"active/{pushed.metric}"] = pushed.incumbent
+                return kept, {"verdict": pushed}
+            return {k: float(v) for k, v in pushed.metrics.items()}, {"version": pushed}
         if action == "list":
             return {}, {"versions": list_versions(store, None, console)}  # every repository: what may be served
         if action == "promote":

@@ -92,5 +92,8 @@ class PublishConfig:
     """Create a missing Hub repository private."""
     promote: bool = False
     """Make the new version the active one right after pushing it."""
+    only_if_better: bool = False
+    """Push only when the run's evaluation beats the active version on `metric` (an eval/ metric, in its
+    declared direction); otherwise nothing is pushed and the command still succeeds."""
     hub: HubConfig = field(default_factory=HubConfig)
     card: CardConfig = field(default_factory=CardConfig)

@@ -3,6 +3,8 @@
 A training run folder links to its evaluations through `<run>/evaluations.jsonl`: `promptly eval run_dir=<run>`
 appends one line per evaluation (report folder, report.json, split, examples, metrics, checkpoint, time).
 Publishing reads the newest line, so the version carries the numbers of the checkpoint that was evaluated.
+With `publish.only_if_better`, that evaluation must beat the active version's recorded metrics
+(`compare_with_active`), so an automated retrain never replaces a better served model.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from promptly.errors import ConfigError, InputNotFoundError
-from promptly.metrics_catalog import Mode, base_name
+from promptly.metrics_catalog import Mode, base_name, is_better
 from promptly.metrics_catalog import mode as metric_mode
+from promptly.store.base import ModelVersion
 from promptly.utils.results import RESULT_FILE, RunResult, find_results, read_result
 
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -157,3 +160,47 @@ def resolve_run(run_dir: str | None, runs_dir: str, metric: str | None, mode: st
             raise InputNotFoundError(f"run_dir={run_dir} is not a `promptly train` run folder (no config.yaml)")
         return candidate(path), None, None
     return best_run(Path(runs_dir).expanduser(), metric, mode)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a run's evaluation beats the active version on one evaluation metric."""
+
+    better: bool
+    metric: str
+    """The metric compared, without its stage prefix (as in the report and the version's row)."""
+    mode: Mode
+    candidate: float
+    incumbent: float | None
+    """The active version's value; None when no version is active or its row lacks the metric."""
+    incumbent_version: str | None
+    reason: str
+
+
+def compare_with_active(evaluation: Evaluation, active: ModelVersion | None, metric: str | None,
+                        mode: str = "auto") -> Verdict:
+    """Compare the run's newest evaluation with the active version's metrics, in the metric's declared
+    direction (ties keep the active version). Nothing to compare with (no active version, or one recorded
+    without this metric) counts as better, so the first automated publish can happen."""
+    if not metric:
+        raise ConfigError("publish.only_if_better needs the metric to compare: publish.metric=eval/<name> "
+                          "(e.g. eval/rougeL)")
+    if "/" in metric and not metric.startswith(EVAL_PREFIX):
+        raise ConfigError(f"publish.only_if_better compares evaluation metrics (what a version records), not "
+                          f"{metric!r}: use publish.metric=eval/<name>")
+    name, direction = base_name(metric), metric_mode(metric, mode)
+    value = evaluation.metrics.get(name)
+    if value is None or not math.isfinite(value):
+        raise ConfigError(f"the run's evaluation has no {name!r} (it has {sorted(evaluation.metrics)}): choose "
+                          "publish.metric among them")
+    if active is None:
+        return Verdict(True, name, direction, value, None, None, "no version is active yet")
+    label = f"{active.repo_id} {active.version}"
+    incumbent = active.metrics.get(name)
+    if not isinstance(incumbent, int | float) or not math.isfinite(incumbent):
+        return Verdict(True, name, direction, value, None, label,
+                       f"the active version {label} recorded no {name}: nothing to beat")
+    better = is_better(direction, value, float(incumbent))
+    word = "beats" if better else "does not beat"
+    return Verdict(better, name, direction, value, float(incumbent), label,
+                   f"{name} {value:.4g} {word} the active version {label}'s {float(incumbent):.4g} ({direction})")
