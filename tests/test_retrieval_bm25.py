@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bm25s
 import numpy as np
+import psycopg
 import pytest
 
 from promptly.records import Chunk, Document, sha256_hex
@@ -146,3 +147,116 @@ def test_context_is_indexed_for_text_search(pg_store: PostgresStore) -> None:
     write(pg_store, "b.md", ["It listens on 9090."])
     hits = pg_store.search(ZERO, "proxy ports", k=5, mode="text")
     assert [h.document_id for h in hits] == ["a.md"]
+
+
+# -- migration 0011: postings and exact top-k pruning ---------------------------------------------------------
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "fi", "gu", "ha", "je", "bo"]
+
+
+def zipf_corpus(n_docs: int = 40, per_doc: int = 10, seed: int = 0) -> tuple[dict[str, list[str]], list[str]]:
+    """Chunks of 5-80 words from a Zipf-distributed vocabulary of 400 made-up words (a few very common, most
+    rare, as in real text), and the vocabulary in frequency order."""
+    rng = np.random.default_rng(seed)
+    words: list[str] = []
+    while len(words) < 400:
+        w = "".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 4))))
+        if w not in words:
+            words.append(w)
+    p = 1.0 / np.arange(1, len(words) + 1) ** 1.1
+    p /= p.sum()
+    corpus = {f"z{d}.md": [" ".join(rng.choice(words, size=int(rng.integers(5, 81)), p=p)) for _ in range(per_doc)]
+              for d in range(n_docs)}
+    return corpus, words
+
+
+def pruned_and_full(store: PostgresStore, query: str, k: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]],
+                                                                        list[str]]:
+    """The top k as match_chunks returns it, the full ranking (every posting scored), and the debug lines
+    promptly_bm25 left saying whether it pruned."""
+    notices: list[str] = []
+    conn = store.conn
+
+    def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    conn.add_notice_handler(keep)
+    conn.execute("set client_min_messages = debug1")
+    top = conn.execute("select id::text, score from match_chunks(%s::vector, %s, %s, '{}'::jsonb, 'text')",
+                       (np.zeros(DIM, dtype=np.float32), query, k)).fetchall()
+    conn.execute("set client_min_messages = notice")
+    full = conn.execute("select id::text, score from promptly_bm25(%s, 100000, '{}'::jsonb)", (query,)).fetchall()
+    conn.commit()
+    conn.remove_notice_handler(keep)
+    return top, full, [n for n in notices if n.startswith("promptly_bm25")]
+
+
+def assert_exact_top_k(store: PostgresStore, queries: list[str], ks: tuple[int, ...] = (1, 5, 20)) -> int:
+    """Every pruned top k is the full ranking's first k (same chunks, same order, same scores), and the full
+    ranking is bm25s's; returns how many of the rankings were pruned."""
+    pruned = 0
+    for query in queries:
+        want = reference_scores(store, query)
+        for k in ks:
+            top, full, debug = pruned_and_full(store, query, k)
+            assert_same_scores(dict(full), want)
+            assert [i for i, _ in top] == [i for i, _ in full[:k]], (query, k)
+            assert [s for _, s in top] == pytest.approx([s for _, s in full[:k]], rel=1e-9)
+            pruned += any("pruned" in line for line in debug)
+    return pruned
+
+
+def test_pruned_top_k_is_the_exact_top_k(pg_store: PostgresStore) -> None:
+    """The ranking scores only the chunks that hold a rare query word when no other chunk can reach the top k
+    (an upper bound per lexeme from its largest tf and tf / length); it must still be the exact top k."""
+    corpus, words = zipf_corpus()
+    for doc_id, texts in corpus.items():
+        write(pg_store, doc_id, texts)
+    rng = np.random.default_rng(1)
+    queries = [" ".join([*rng.choice(words[:15], size=int(rng.integers(1, 4))),
+                         *rng.choice(words[60:], size=int(rng.integers(0, 3)))]) for _ in range(25)]
+    queries += [words[0], words[0] + " " + words[1], words[-1]]  # only common words; a single rare one
+    pruned = assert_exact_top_k(pg_store, queries)
+    assert pruned >= 20, "most queries with a rare word should be answered by pruning"
+
+    # The bounds only grow on writes and go stale on deletes (looser, still upper bounds): still exact.
+    for d in range(0, 40, 3):
+        pg_store.delete_documents([f"z{d}.md"])
+    edited, _ = zipf_corpus(n_docs=5, seed=7)
+    for doc_id, texts in edited.items():
+        write(pg_store, doc_id, texts)
+    assert fts_statistics(pg_store) == recount(pg_store)
+    assert postings(pg_store) == recount_postings(pg_store)
+    assert assert_exact_top_k(pg_store, queries[:10], ks=(5,)) > 0
+
+
+def postings(store: PostgresStore) -> set[tuple[str, str, int, int]]:
+    rows = store.conn.execute("select lexeme, chunk_id::text, tf, dl from fts_postings").fetchall()
+    store.conn.commit()
+    return set(rows)
+
+
+def recount_postings(store: PostgresStore) -> set[tuple[str, str, int, int]]:
+    tokens = postgres_tokens(store)
+    return {(lexeme, chunk_id, toks.count(lexeme), len(toks)) for chunk_id, toks in tokens.items()
+            for lexeme in set(toks)}
+
+
+def test_postings_and_bounds_stay_exact_under_edits_deletes_and_truncate(pg_store: PostgresStore) -> None:
+    for doc_id, texts in TEXTS.items():
+        write(pg_store, doc_id, texts)
+    assert postings(pg_store) == recount_postings(pg_store)
+    write(pg_store, "db.md", ["Backups are encrypted now.", "Snapshots replace replicas."])  # edited
+    write(pg_store, "net.md", TEXTS["net.md"], context="Networking > Proxy")  # same text, new context
+    pg_store.delete_documents(["cli.md"])
+    with pg_store.conn.transaction():
+        pg_store.conn.execute("update chunks set content = content || ' zstd zstd' where ordinal = 0")
+    assert postings(pg_store) == recount_postings(pg_store)
+    # each lexeme's bounds are at least its largest tf and tf / length in any chunk
+    rows = pg_store.conn.execute(
+        "select l.lexeme, l.max_tf >= max(p.tf) and l.max_ratio >= max(p.tf::float8 / p.dl)"
+        " from fts_lexemes l join fts_postings p using (lexeme) group by l.lexeme, l.max_tf, l.max_ratio").fetchall()
+    pg_store.conn.commit()
+    assert rows and all(ok for _, ok in rows), [lexeme for lexeme, ok in rows if not ok]
+    with pg_store.conn.transaction():
+        pg_store.conn.execute("truncate documents, chunks cascade")
+    assert postings(pg_store) == set()
