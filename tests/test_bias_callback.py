@@ -27,7 +27,7 @@ def test_bias_probe_and_data_balance_run_while_training(
     run_dir = tmp_path / "run"
     cfg = train_config([*FAST, *location(tmp_path, tiny_state, ingested_url, run_dir), "experiment=smoke",
                         "trainer.max_epochs=2", "data.limit.train=16", "module.samples=0", *CALLBACKS], run_dir)
-    metrics, objects = train(cfg)
+    metrics, _ = train(cfg)
     rows = list(csv.DictReader((next(run_dir.rglob("metrics.csv"))).open()))
     probed = [r for r in rows if r.get("val/bias_score")]
     assert len(probed) == 2  # one probe round per validation (the sanity check is skipped)
@@ -51,7 +51,7 @@ def test_a_refused_imbalance_stops_training_before_the_first_step(
                         "callbacks=[default,data_balance]", "callbacks.data_balance.on_imbalance=refuse",
                         "callbacks.data_balance.max_document_share=0.05"], run_dir)
     objects = build(cfg)
-    with pytest.raises(DataImbalanceError, match="driftsync/config-reference.md"):
+    with pytest.raises(DataImbalanceError, match=r"driftsync/config-reference\.md"):
         objects["trainer"].fit(objects["module"], datamodule=objects["datamodule"])
     assert objects["trainer"].global_step == 0
     assert not (run_dir / "checkpoints").exists() or not list((run_dir / "checkpoints").glob("*.ckpt"))
