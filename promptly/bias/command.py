@@ -99,6 +99,10 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
                               balance.to_dict() if balance else None, balance.markdown() if balance else None,
                               {"name": rubric.name, "criterion": rubric.criterion, "scores": list(rubric.scores)})
     _log_metrics(cfg, summary["overall"])
+    unscored = sum(1 for r in results if r.score is None)
+    if unscored:
+        console.print(f"[yellow]{unscored} of {len(results)} answers are unscored (the judge gave no valid score): "
+                      "see the report's 'Unscored answers'[/]")
     for axis, values in summary["axes"].items():
         if values["flagged"]:
             console.print(f"[yellow]{axis}: {'; '.join(values['reasons'])}[/]")
