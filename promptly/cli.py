@@ -35,7 +35,8 @@ VERBS: dict[str, Verb] = {
                 positional="question"),
     "bias": Verb("promptly.bias.command", "counterfactual probes graded on a fairness rubric; data balance; "
                  "bias_report.md + plots"),
-    "serve": Verb("promptly.serving.command", "the OpenAI-compatible RAG API: citations, streaming, uploads, /metrics"),
+    "serve": Verb("promptly.serving.command",
+                  "the OpenAI-compatible RAG API: citations, streaming, uploads, /metrics"),
     "ui": Verb("promptly.serving.ui_command", "the Streamlit chat (sources, feedback), upload and evaluation pages"),
     "launch": Verb("promptly.launch.command", "status | pull: the Kaggle kernels of a sweep launched with "
                    "hydra/launcher=kaggle", ("status", "pull")),
@@ -43,6 +44,7 @@ VERBS: dict[str, Verb] = {
 
 VERBOSE_FLAGS = ("-v", "--verbose")
 LOG_LEVEL_ENV = "PROMPTLY_LOG_LEVEL"  # read by configs/hydra/job_logging (the console handler's level)
+VERB_ENV = "PROMPTLY_VERB"  # the verb of this process, for the ranks Lightning re-launches
 
 USAGE = """usage: promptly [-v] <verb> [override ...] [-m] [--help]
 
@@ -59,6 +61,11 @@ def usage() -> str:
     width = max(len(v) for v in VERBS)
     lines = [f"  {name.ljust(width)}  {verb.summary}" for name, verb in VERBS.items()]
     return USAGE.format(verbs="\n".join(lines))
+
+
+def _relaunched_rank() -> bool:
+    """A process Lightning started for another rank of a `promptly <verb>` run."""
+    return bool(os.environ.get(VERB_ENV)) and any(os.environ.get(k) for k in ("LOCAL_RANK", "NODE_RANK"))
 
 
 def _is_override(arg: str) -> bool:
@@ -85,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         raise SystemExit(0 if args else 2)
+    if args[0] not in VERBS and _relaunched_rank():
+        args = [os.environ[VERB_ENV], *args]  # Lightning re-runs our command line for the other ranks
     name, rest = args[0], args[1:]
     verb = VERBS.get(name)
     if verb is None:
@@ -99,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"promptly {name}: unknown action {rest[0]!r}; choose one of {', '.join(verb.actions)}",
               file=sys.stderr)
         raise SystemExit(2)
-    sys.argv = [f"promptly {name}", *rest]
+    # Hydra reads the overrides from sys.argv. argv[0] stays the real program, and the verb travels in the
+    # environment: Lightning's DDP launcher re-runs `python argv[0] argv[1:]` for ranks 1..n-1.
+    sys.argv = [sys.argv[0], *rest]
+    os.environ[VERB_ENV] = name
     if verbose:
         os.environ[LOG_LEVEL_ENV] = "INFO"
     from promptly.utils.log_setup import quiet_libraries

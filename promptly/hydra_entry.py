@@ -81,6 +81,6 @@ def hydra_entry(config_name: str, run_folder: bool = True) -> Callable[[Task], C
 
         functools.update_wrapper(entry, task)  # Hydra names the job and finds the module through this
         main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-        return main(report_user_errors(entry))  # type: ignore[no-any-return]
+        return main(report_user_errors(entry))
 
     return decorate

@@ -48,6 +48,9 @@ class ModelChoice:
     """An exported folder (`<run>/model`, a registry version) with promptly.json."""
     ckpt_path: str | None = None
     """A Lightning checkpoint, read with the `model` option's settings."""
+    inference_dtype: str = "auto"
+    """Weights' dtype when answering: auto is bfloat16 where the CPU (AVX512-BF16, AMX) or GPU computes it
+    natively, else float32; float32 or bfloat16 to choose."""
 
 
 @dataclass

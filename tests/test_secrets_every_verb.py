@@ -76,7 +76,6 @@ def test_no_verb_writes_or_prints_a_secret(tmp_path: Path, pg_url: str) -> None:
             "train": ["train", *where, *train],
             "eval": ["eval", *where, "run_dir=latest", "limit=2", "generation.max_new_tokens=4"],
             "runs": ["runs"],
-            "launch": ["launch", "status", f"dir={home}"],
             "qa": ["qa", "generate", *where, f"qa_generator.base_url={server.base_url}", "qa_generator.max_retries=0",
                    "qa.min_chunk_tokens=4", "qa.progress=false"],
             "ask": ["ask", "Which port does the proxy use?", *where, *tiny, "generation.max_new_tokens=4"],
@@ -84,6 +83,8 @@ def test_no_verb_writes_or_prints_a_secret(tmp_path: Path, pg_url: str) -> None:
                      f"judge.base_url={server.base_url}",
                      "judge.max_retries=0", "probes.axes=[gender]", "probes.templates_per_axis=1",
                      "generation.max_new_tokens=4"],
+            "publish": ["publish", *store, "run_dir=latest", "publish.promote=true"],
+            "launch": ["launch", "status", f"dir={home}"],
             "serve": ["serve", *where, *tiny, "serve.check=true", "serve.port=0"],  # starts, /readyz, exits
             "ui": ["ui", "ui.check=true", f"ui.port={18500 + os.getpid() % 1000}"],  # Streamlit up, then stopped
         }

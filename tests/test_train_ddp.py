@@ -1,8 +1,8 @@
 """Scale-out for real: `trainer=ddp` on two CPU processes (gloo) with the tiny model.
 
 Lightning's ddp strategy re-launches the process's command line for rank 1, so the runs go through a
-subprocess: `python -m promptly.train <overrides>` (the verb's own module). Through `promptly train` the
-re-launched rank names no verb yet (the strict xfail at the end).
+subprocess: `python -m promptly.train <overrides>` (the verb's own module), and once through the promptly
+command itself, whose re-launched ranks must still know their verb.
 Each rank records, per batch, the examples it saw (a hash of each example's tokens) and its loss; the
 checks: every rank gets its own share of each epoch's batch plan and nothing is seen twice; two ranks of
 batch b match one process with batch b and two accumulated micro-batches (the same global batch, the
@@ -159,9 +159,6 @@ def test_a_killed_two_process_run_resumes_where_it_stopped(ddp_run: dict[str, An
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="promptly.cli rewrites sys.argv to the overrides alone, so Lightning's "
-                   "re-launch of rank 1 (`python -m promptly.cli <overrides>`, or the console script's "
-                   "'promptly train' as a path) names no verb: rank 1 exits with 'unknown verb'")
 def test_the_promptly_command_relaunches_its_ranks(ingested_url: str, tiny_state: Path, tmp_path: Path) -> None:  # noqa: F811
     """`promptly train trainer=ddp ...` (the README's way): Lightning re-runs the process's command line
     for rank 1, which must still name the verb."""
@@ -171,8 +168,8 @@ def test_the_promptly_command_relaunches_its_ranks(ingested_url: str, tiny_state
     args = [sys.executable, "-m", "promptly.cli", "train", f"paths.data_dir={SAMPLE_DATA}",
             f"paths.state_dir={tiny_state}", f"paths.log_dir={tmp_path / 'logs'}", "store=postgres",
             f"store.url='{ingested_url}'", "experiment=tiny_causal_lm", *FAST, "data.max_length=128",
-            "data.limit.train=16", "data.limit.validation=4", "data.limit.test=0", "data.batch_size=4",
-            "trainer.max_epochs=1", *DDP]
+            "data.limit.train=16", "data.limit.validation=8", "data.limit.test=0", "data.batch_size=4",
+            "data.eval_batch_size=2", "trainer.max_epochs=1", *DDP]
     # A rank that never joins leaves rank 0 waiting for its process group (30 minutes): watch for it.
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

@@ -91,11 +91,34 @@ def load_checkpoint_weights(net: Any, ckpt: str | Path, adapter_only: bool) -> N
                              "was trained with (run_dir=<its run folder>).") from None
 
 
-def _ready(model: Any) -> Any:
-    """Adapters merged, eval mode, cache on: the network as inference wants it."""
+def native_bf16() -> bool:
+    """Whether this machine multiplies bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or
+    AMX (there oneDNN runs bf16 matmuls several times faster than float32)."""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def inference_dtype(choice: str) -> torch.dtype:
+    """`auto`: bfloat16 where it is native (see native_bf16), else float32."""
+    if choice == "auto":
+        return torch.bfloat16 if native_bf16() else torch.float32
+    if choice not in ("float32", "bfloat16"):
+        raise ConfigError(f"inference_dtype must be auto, float32 or bfloat16, got {choice!r}")
+    return torch.bfloat16 if choice == "bfloat16" else torch.float32
+
+
+def _ready(model: Any, dtype: torch.dtype | None = None) -> Any:
+    """Adapters merged, eval mode, cache on, weights in the inference dtype: the network as inference wants it."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.config.use_cache = True
+    if dtype is not None:
+        model = model.to(dtype)
     return model.eval()
 
 
@@ -103,36 +126,40 @@ def _max_length(factory: ModelFactory, data_max_length: int | None) -> int:
     return min(n for n in (data_max_length, factory.context_length) if n)
 
 
-def load_base(factory: ModelFactory, prompt: PromptConfig, max_length: int | None) -> LoadedModel:
+def load_base(factory: ModelFactory, prompt: PromptConfig, max_length: int | None,
+              dtype: torch.dtype | None = None) -> LoadedModel:
     """A base model option as it is, without adapters."""
-    return LoadedModel(model=_ready(factory.build(with_peft=False)), tokenizer=factory.load_tokenizer(),
+    return LoadedModel(model=_ready(factory.build(with_peft=False), dtype), tokenizer=factory.load_tokenizer(),
                        name=factory.name_or_path, origin=factory.origin, checkpoint=None, prompt=prompt,
                        max_length=_max_length(factory, max_length))
 
 
 def load_checkpoint(factory: ModelFactory, ckpt: str | Path, prompt: PromptConfig, max_length: int | None,
-                    name: str | None = None, run_dir: str | None = None) -> LoadedModel:
+                    name: str | None = None, run_dir: str | None = None,
+                    dtype: torch.dtype | None = None) -> LoadedModel:
     """A base model option with a training checkpoint's weights on top."""
     if not Path(ckpt).is_file():
         raise InputNotFoundError(f"ckpt_path={ckpt} does not exist")
     net = factory.build()
     load_checkpoint_weights(net, ckpt, factory.adapter_only)
-    return LoadedModel(model=_ready(net), tokenizer=factory.load_tokenizer(), name=name or Path(ckpt).stem,
+    return LoadedModel(model=_ready(net, dtype), tokenizer=factory.load_tokenizer(), name=name or Path(ckpt).stem,
                        origin=factory.origin, checkpoint=str(ckpt), prompt=prompt,
                        max_length=_max_length(factory, max_length), run_dir=run_dir)
 
 
-def load_run(run_dir: str | Path, log_dir: str | Path, ckpt: str | Path | None = None) -> LoadedModel:
+def load_run(run_dir: str | Path, log_dir: str | Path, ckpt: str | Path | None = None,
+             dtype: torch.dtype | None = None) -> LoadedModel:
     """A training run's best (or given) checkpoint with the model, prompt and length it was trained with."""
     folder = resolve_run_dir(run_dir, log_dir)
     saved = run_config(folder)
     factory: ModelFactory = instantiate(saved.model)
     data = saved.get("data") or {}
     return load_checkpoint(factory, ckpt or run_checkpoint(folder), prompt_config(data.get("prompt")),
-                           data.get("max_length"), name=folder.name, run_dir=str(folder))
+                           data.get("max_length"), name=folder.name, run_dir=str(folder), dtype=dtype)
 
 
-def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None) -> LoadedModel:
+def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None,
+                dtype: torch.dtype | None = None) -> LoadedModel:
     """An exported folder (`<run>/model`, a registry version): full weights, or adapters on their base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -157,7 +184,7 @@ def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32")
     context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
     length = min(n for n in (max_length, context) if n)
-    return LoadedModel(model=_ready(model), tokenizer=tokenizer, name=path.parent.name if path.name == "model"
+    return LoadedModel(model=_ready(model, dtype), tokenizer=tokenizer, name=path.parent.name if path.name == "model"
                        else path.name, origin=str(meta.get("base_origin") or meta.get("base_model")),
                        checkpoint=str(path), prompt=prompt, max_length=length)
 
@@ -176,14 +203,15 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     chosen = [k for k in ("run_dir", "model_dir") if cfg.get(k)]
     if len(chosen) > 1:
         raise ConfigError("choose one of run_dir=... and model_dir=...")
+    dtype = inference_dtype(str(cfg.get("inference_dtype") or "auto"))
     if cfg.get("run_dir"):
-        return load_run(cfg.run_dir, cfg.paths.log_dir, cfg.get("ckpt_path"))
+        return load_run(cfg.run_dir, cfg.paths.log_dir, cfg.get("ckpt_path"), dtype)
     if cfg.get("model_dir"):
-        return load_export(cfg.model_dir, prompt, max_length)
+        return load_export(cfg.model_dir, prompt, max_length, dtype)
     if cfg.get("model") is None:
         raise ConfigError("no model chosen: run_dir=<train run folder or latest>, model_dir=<exported folder>, "
                           "or model=<option> (e.g. model=smollm2_135m_instruct)")
     factory: ModelFactory = instantiate(cfg.model)
     if cfg.get("ckpt_path"):
-        return load_checkpoint(factory, cfg.ckpt_path, prompt, max_length)
-    return load_base(factory, prompt, max_length)
+        return load_checkpoint(factory, cfg.ckpt_path, prompt, max_length, dtype=dtype)
+    return load_base(factory, prompt, max_length, dtype)

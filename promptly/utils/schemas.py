@@ -17,7 +17,7 @@ from promptly.publish.config import PublishConfig
 from promptly.serving.config import ServeConfig, UiConfig
 from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
 from promptly.utils import resolvers  # noqa: F401  (registers ${metric_mode:...} and ${metric_direction:...})
-from promptly.verb_config import AskConfig, EvalConfig
+from promptly.verb_config import AskConfig, EvalConfig, RunsConfig
 
 
 def register_schemas() -> None:
@@ -35,6 +35,7 @@ def register_schemas() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="ask_schema", node=AskConfig)
     cs.store(name="bias_schema", node=BiasConfig)
+    cs.store(name="runs_schema", node=RunsConfig)
     cs.store(name="serve_schema", node=ServeConfig)
     cs.store(name="ui_schema", node=UiConfig)
     cs.store(group="publish", name="base_publish", node=PublishConfig)
