@@ -55,8 +55,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> Answer:
     if not (cfg.get("run_dir") or cfg.get("model_dir") or cfg.get("model") is not None):
         with open_dict(cfg):
             cfg.run_dir = "latest"
-    from promptly.model.loading import load_model
+    from promptly.model.loading import adopt_run_data, load_model
 
+    cfg = adopt_run_data(cfg)
     store: ChunkStore = instantiate(cfg.store)
     try:
         status = store.status()

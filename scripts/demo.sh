@@ -29,7 +29,7 @@ tuned_eval=$(newest_eval)
 stage "base against tuned" "$PROMPTLY" eval "compare=[${base_eval%/},${tuned_eval%/}]"
 stage "publish the tuned model (local registry)" "$PROMPTLY" publish run_dir=latest publish.promote=true
 for question in \
-    "What exit code does driftsync return for a wrong passphrase?" \
+    "How many passphrases can a single driftsync repository hold?" \
     "How much memory does quillmq need at minimum?" \
     "Where does tomlguard store its result cache?"; do
   stage "ask: $question" "$PROMPTLY" ask "$question"

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -29,7 +29,7 @@ from promptly.errors import EmptyInputError
 from promptly.evaluation.config import MetricConfig
 from promptly.hydra_entry import hydra_entry
 from promptly.model.config import SamplingConfig
-from promptly.model.loading import load_model, resolve_run_dir, run_config
+from promptly.model.loading import adopt_run_data, load_model
 from promptly.retrieval import Retriever
 from promptly.store.base import ChunkStore
 from promptly.utils.task_wrapper import TaskOutput
@@ -37,20 +37,6 @@ from promptly.utils.task_wrapper import TaskOutput
 log = logging.getLogger(__name__)
 EVALUATIONS_FILE = "evaluations.jsonl"
 """In a training run folder: one line per evaluation of it (report folder, split, metrics)."""
-
-
-def adopt_run_data(cfg: DictConfig) -> DictConfig:
-    """With run_dir, the retrieval defaults are those the run was trained with (`latest` resolved)."""
-    if not cfg.get("run_dir"):
-        return cfg
-    folder = resolve_run_dir(cfg.run_dir, cfg.paths.log_dir)
-    saved = run_config(folder)
-    with open_dict(cfg):
-        cfg.run_dir = str(folder)
-        if "data" in saved:
-            cfg.data = saved.data
-            cfg.data.cache_dir = None  # never write into the training run's data cache
-    return cfg
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -74,6 +60,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     sampling = SamplingConfig(**_plain(cfg.generation))
     metric_cfg = MetricConfig(**_plain(cfg.metrics))
+    # recall@k of more chunks than were retrieved would only repeat recall@retrieval.k under another name.
+    k = int(cfg.retrieval.k)
+    metric_cfg.recall_ks = tuple(sorted({n for n in metric_cfg.recall_ks if n <= k} | {k}))
     loaded = load_model(cfg)
     embedder = instantiate(cfg.embedder)
     store: ChunkStore = instantiate(cfg.store)

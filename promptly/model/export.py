@@ -33,9 +33,12 @@ def export_model(module: RagLitModule, out_dir: Path, ckpt_path: str | None = No
     factory = module.factory
     meta: dict[str, Any] = {"base_model": factory.name_or_path, "revision": factory.revision,
                             "peft": factory.peft.method.value, "adapter_only": factory.adapter_only,
-                            "checkpoint": ckpt_path}
+                            "checkpoint": ckpt_path, "base_origin": factory.origin,
+                            "base_loadable_by_name": factory.loadable_by_name}
     if factory.is_tiny:
         meta["tiny"] = asdict(factory.tiny)
+    if factory.packaged is not None:  # the adapters' base is the converted package folder, not the Hub name
+        meta["base_path"] = factory.load_path
     (out_dir / "promptly.json").write_text(json.dumps(meta, indent=2))
     log.info("exported the model to %s", out_dir)
     return out_dir

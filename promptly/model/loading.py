@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from promptly.data.config import PromptConfig
 from promptly.data.prompts import prompt_config
@@ -155,7 +155,14 @@ def load_run(run_dir: str | Path, log_dir: str | Path, ckpt: str | Path | None =
     factory: ModelFactory = instantiate(saved.model)
     data = saved.get("data") or {}
     return load_checkpoint(factory, ckpt or run_checkpoint(folder), prompt_config(data.get("prompt")),
-                           data.get("max_length"), name=folder.name, run_dir=str(folder), dtype=dtype)
+                           data.get("max_length"), name=run_name(folder), run_dir=str(folder), dtype=dtype)
+
+
+def run_name(folder: Path) -> str:
+    """`<experiment> run <folder>` (the experiment from the run's result.json), else the folder's name."""
+    result = folder / "result.json"
+    experiment = json.loads(result.read_text(encoding="utf-8")).get("experiment") if result.is_file() else None
+    return f"{experiment} run {folder.name}" if experiment and experiment != "default" else folder.name
 
 
 def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None,
@@ -191,6 +198,21 @@ def load_export(folder: str | Path, prompt: PromptConfig, max_length: int | None
 
 def _plain(node: Any) -> dict[str, Any]:
     return dict(OmegaConf.to_container(node, resolve=True, enum_to_str=True))  # type: ignore[arg-type]
+
+
+def adopt_run_data(cfg: DictConfig) -> DictConfig:
+    """With run_dir, the data settings (retrieval k and mode, prompt, max_length) are those the run was trained
+    with, and `latest` is resolved: eval, ask, serve and the bias probes then show the model what it learned on."""
+    if not cfg.get("run_dir"):
+        return cfg
+    folder = resolve_run_dir(cfg.run_dir, cfg.paths.log_dir)
+    saved = run_config(folder)
+    with open_dict(cfg):
+        cfg.run_dir = str(folder)
+        if "data" in saved:
+            cfg.data = saved.data
+            cfg.data.cache_dir = None  # never write into the training run's data cache
+    return cfg
 
 
 def load_model(cfg: DictConfig) -> LoadedModel:

