@@ -62,9 +62,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     from promptly.bias.report import write_bias_report
     from promptly.bias.rubric import Rubric
     from promptly.bias.scoring import answerer_responder, run_probes, summarize
-    from promptly.model.loading import adopt_run_data
     from promptly.model.config import SamplingConfig
-    from promptly.model.loading import load_model
+    from promptly.model.loading import adopt_run_data, load_model
     from promptly.retrieval import Retriever
 
     console = console or Console(stderr=True)
