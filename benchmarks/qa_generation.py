@@ -31,7 +31,8 @@ from promptly.ingest.chunking import TokenChunker  # noqa: E402
 from promptly.ingest.documents import SourceConfig, load_source  # noqa: E402
 from promptly.ingest.embedding import Embedder  # noqa: E402
 from promptly.ingest.sync import sync_documents  # noqa: E402
-from promptly.qa.generate import GenerationConfig, generate_pairs  # noqa: E402
+from promptly.qa.config import GenerationConfig  # noqa: E402
+from promptly.qa.generate import generate_pairs  # noqa: E402
 from promptly.qa.generators import OpenAICompatibleGenerator  # noqa: E402
 from promptly.store.embedded import EmbeddedPostgresStore  # noqa: E402
 from tests.cloud.openai_server import OpenAIServer  # noqa: E402

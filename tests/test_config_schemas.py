@@ -114,6 +114,7 @@ def test_importing_the_entry_decorator_registers_every_schema() -> None:
 
 @pytest.mark.parametrize("option", ["default", "upload"])
 def test_ingest_options_compose_typed_and_instantiate(option: str, tmp_path: Path) -> None:
+    (tmp_path / "sample_data").mkdir()  # a home with its own data folder (else the packaged corpus is used)
     cfg = typed_config("ingest", tmp_path, [f"ingest={option}"])
     assert OmegaConf.get_type(cfg.ingest) is IngestConfig
     assert OmegaConf.get_type(cfg.ingest.chunker) is ChunkerConfig

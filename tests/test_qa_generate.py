@@ -23,7 +23,8 @@ from promptly.ingest.documents import SourceConfig, load_source
 from promptly.ingest.embedding import Embedder
 from promptly.ingest.qa import SplitConfig, split_for_document
 from promptly.ingest.sync import sync_documents
-from promptly.qa.generate import GenerationConfig, PromptConfig, generate_pairs, request_seed, sample_chunks
+from promptly.qa.config import GenerationConfig, PromptConfig
+from promptly.qa.generate import generate_pairs, request_seed, sample_chunks
 from promptly.qa.generators import GeneratorError, LocalHFGenerator, OpenAICompatibleGenerator
 from promptly.qa.validation import REASONS, parse_reply
 from promptly.records import Chunk, QAPair

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +17,28 @@ from rich.table import Table
 from promptly.errors import ConfigError
 from promptly.hydra_entry import hydra_entry
 from promptly.ingest.command import prepare_store
-from promptly.ingest.qa import SplitConfig
+from promptly.ingest.splits import SplitConfig
+from promptly.qa.config import GenerationConfig, QASettings
 from promptly.qa.conversations import export_disliked
-from promptly.qa.generate import GenerationConfig, GenerationReport, PromptConfig, generate_pairs
+from promptly.qa.generate import GenerationReport, generate_pairs
 from promptly.qa.generators import QAGenerator
-from promptly.qa.validation import REASONS, ValidationConfig
+from promptly.qa.validation import REASONS
 from promptly.store.base import ChunkStore
 from promptly.utils.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 ACTIONS = ("generate", "export")
-COMMAND_KEYS = ("export", "auto_migrate", "progress")  # `qa` keys of the command, not of the generation
 
 
 def generation_config(node: DictConfig) -> GenerationConfig:
-    """`cfg.qa` as the typed settings; an unknown key fails naming the valid ones."""
-    data: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
-    for key in COMMAND_KEYS:
-        data.pop(key, None)
-    try:
-        return GenerationConfig(
-            prompt=PromptConfig(**data.pop("prompt", {})),
-            validation=ValidationConfig(**data.pop("validation", {})),
-            split=SplitConfig(**data.pop("split", {})),
-            **data,
-        )
-    except TypeError as err:
-        raise ConfigError(f"qa: {err} (see promptly/qa/generate.py GenerationConfig for the valid keys)") from None
+    """`cfg.qa` (typed by the QASettings schema at composition) as the generation settings alone."""
+    settings: Any = OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+    if not isinstance(settings, GenerationConfig):  # a plain mapping (tests build one by hand)
+        settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QASettings), settings))
+    values = {f.name: getattr(settings, f.name) for f in fields(GenerationConfig)}
+    split = values.get("split")
+    values["split"] = SplitConfig(**split) if isinstance(split, dict) else split or SplitConfig()
+    return GenerationConfig(**values)
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | int:

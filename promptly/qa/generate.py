@@ -13,78 +13,21 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from promptly.evaluation.rag_metrics import TextEncoder
-from promptly.ingest.qa import SplitConfig, split_for_document
-from promptly.qa.generators import GeneratorError, Messages, QAGenerator
-from promptly.qa.validation import REASONS, PairValidator, ValidationConfig, normalize_question, parse_reply
+from promptly.ingest.qa import split_for_document
+from promptly.qa.config import GenerationConfig
+from promptly.qa.generators import GeneratorError, QAGenerator
+from promptly.qa.validation import REASONS, PairValidator, normalize_question, parse_reply
 from promptly.records import Chunk, QAPair, Split, sha256_hex
 from promptly.store.base import ChunkStore
 from promptly.utils.concurrency import in_order
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SYSTEM = ("You write question/answer pairs for training a documentation assistant. Every answer must be "
-                  "stated by the passage; never add facts. Reply with JSON only.")
-DEFAULT_USER = ('Document: {title}\nSection: {section}\n\nPassage:\n"""\n{context}\n"""\n\n'
-                "Write {n} different questions a user of this software could ask that the passage answers, each "
-                "with a one- or two-sentence answer taken from the passage. Reply with JSON of the form "
-                '{"pairs": [{"question": "...", "answer": "..."}]}.')
-_FIELD = re.compile(r"\{(title|section|context|n|document_id)\}")
-
-
-@dataclass
-class PromptConfig:
-    """The messages sent for one chunk (`qa.prompt`); {title} {section} {context} {n} {document_id}."""
-
-    system: str = DEFAULT_SYSTEM
-    user: str = DEFAULT_USER
-
-    def __post_init__(self) -> None:
-        if "{context}" not in self.user:
-            raise ValueError("qa.prompt.user must contain {context}")
-
-    def messages(self, chunk: Chunk, n: int) -> Messages:
-        """Only the named fields are filled in, so the JSON example in a prompt needs no escaping."""
-        path = chunk.metadata.get("heading_path") or []
-        values = {"title": str(chunk.metadata.get("title") or chunk.document_id), "context": chunk.content,
-                  "section": " > ".join(path) if isinstance(path, list) else str(path), "n": str(n),
-                  "document_id": chunk.document_id}
-        user = _FIELD.sub(lambda m: values[m.group(1)], self.user)
-        return ([{"role": "system", "content": self.system}] if self.system else []) + [
-            {"role": "user", "content": user}]
-
-
-@dataclass
-class GenerationConfig:
-    """`qa` settings of `promptly qa generate`."""
-
-    per_document: int = 4
-    """At most this many chunks sampled per document."""
-    pairs_per_chunk: int = 2
-    """Pairs asked for per chunk; replies with more have the surplus rejected."""
-    min_chunk_tokens: int = 32
-    """Shorter chunks (a lone heading) are not sampled unless a document has nothing longer."""
-    seed: int = 42
-    """Sampling of chunks per document, and the per-request generator seed."""
-    regenerate: bool = False
-    """Ask again for chunks that already have pairs, replacing their generated pairs (never the file's)."""
-    max_consecutive_errors: int = 3
-    """Stop when this many requests in a row fail: the endpoint is down or misconfigured."""
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    """Only for documents stored before splits were (the store's own split of a document comes first)."""
-
-    def __post_init__(self) -> None:
-        if self.per_document < 1 or self.pairs_per_chunk < 1:
-            raise ValueError("qa.per_document and qa.pairs_per_chunk must be at least 1")
-
 
 @dataclass
 class GenerationReport:

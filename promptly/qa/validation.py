@@ -20,6 +20,7 @@ import jsonschema
 
 from promptly.evaluation import text as text_rules
 from promptly.evaluation.rag_metrics import CachedEncoder, TextEncoder, faithfulness
+from promptly.qa.config import ValidationConfig
 
 REASONS = ("malformed", "empty", "surplus", "duplicate", "ungrounded", "generator_error")
 """Why a pair (or, for `malformed` replies and `generator_error`, a whole request) was rejected."""
@@ -39,28 +40,6 @@ PAIR_SCHEMA: dict[str, Any] = {
 }
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
-
-
-@dataclass
-class ValidationConfig:
-    """Thresholds a generated pair must pass (`qa.validation`)."""
-
-    min_faithfulness: float = 1.0
-    """Share of the answer's sentences the chunk must support (1.0: every one)."""
-    sentence_similarity: float = 0.5
-    """Cosine an answer sentence needs to its closest chunk unit to count as supported."""
-    min_content_overlap: float = 0.6
-    """Share of the answer's content words (stemmed, stopwords out) that must occur in the chunk."""
-    min_answer_chars: int = 2
-    """Shorter answers (after stripping) count as empty."""
-    min_question_chars: int = 8
-    """Shorter questions count as empty."""
-
-    def __post_init__(self) -> None:
-        for name in ("min_faithfulness", "sentence_similarity", "min_content_overlap"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"qa.validation.{name} must be in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from promptly.ingest.config import EmbedderConfig, IngestConfig
 from promptly.launch import config as launch_config  # noqa: F401  (registers hydra/launcher=kaggle's and launch's)
 from promptly.model.config import ModelConfig, PeftConfig, SamplingConfig
 from promptly.publish.config import PublishConfig
+from promptly.qa.config import QAConfig
 from promptly.serving.config import ServeConfig, UiConfig
 from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
 from promptly.utils import resolvers  # noqa: F401  (registers ${metric_mode:...} and ${metric_direction:...})
@@ -36,6 +37,7 @@ def register_schemas() -> None:
     cs.store(name="ask_schema", node=AskConfig)
     cs.store(name="bias_schema", node=BiasConfig)
     cs.store(name="runs_schema", node=RunsConfig)
+    cs.store(name="qa_schema", node=QAConfig)
     cs.store(name="serve_schema", node=ServeConfig)
     cs.store(name="ui_schema", node=UiConfig)
     cs.store(group="publish", name="base_publish", node=PublishConfig)

@@ -1,0 +1,123 @@
+"""Settings of `promptly qa` (light to import: the entry config's schema registers them at start-up)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptly.errors import ConfigError
+from promptly.ingest.splits import SplitConfig
+from promptly.records import Chunk
+
+Messages = Sequence[Mapping[str, str]]
+DEFAULT_SYSTEM = ("You write question/answer pairs for training a documentation assistant. Every answer must be "
+                  "stated by the passage; never add facts. Reply with JSON only.")
+DEFAULT_USER = ('Document: {title}\nSection: {section}\n\nPassage:\n"""\n{context}\n"""\n\n'
+                "Write {n} different questions a user of this software could ask that the passage answers, each "
+                "with a one- or two-sentence answer taken from the passage. Reply with JSON of the form "
+                '{"pairs": [{"question": "...", "answer": "..."}]}.')
+_FIELD = re.compile(r"\{(title|section|context|n|document_id)\}")
+
+
+@dataclass
+class PromptConfig:
+    """The messages sent for one chunk (`qa.prompt`); {title} {section} {context} {n} {document_id}."""
+
+    system: str = DEFAULT_SYSTEM
+    user: str = DEFAULT_USER
+
+    def __post_init__(self) -> None:
+        if "{context}" not in self.user:
+            raise ConfigError("qa.prompt.user must contain {context}")
+
+    def messages(self, chunk: Chunk, n: int) -> Messages:
+        """Only the named fields are filled in, so the JSON example in a prompt needs no escaping."""
+        path = chunk.metadata.get("heading_path") or []
+        values = {"title": str(chunk.metadata.get("title") or chunk.document_id), "context": chunk.content,
+                  "section": " > ".join(path) if isinstance(path, list) else str(path), "n": str(n),
+                  "document_id": chunk.document_id}
+        user = _FIELD.sub(lambda m: values[m.group(1)], self.user)
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": user}]
+
+
+
+@dataclass
+class ValidationConfig:
+    """Thresholds a generated pair must pass (`qa.validation`)."""
+
+    min_faithfulness: float = 1.0
+    """Share of the answer's sentences the chunk must support (1.0: every one)."""
+    sentence_similarity: float = 0.5
+    """Cosine an answer sentence needs to its closest chunk unit to count as supported."""
+    min_content_overlap: float = 0.6
+    """Share of the answer's content words (stemmed, stopwords out) that must occur in the chunk."""
+    min_answer_chars: int = 2
+    """Shorter answers (after stripping) count as empty."""
+    min_question_chars: int = 8
+    """Shorter questions count as empty."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_faithfulness", "sentence_similarity", "min_content_overlap"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"qa.validation.{name} must be in [0, 1], got {value}")
+
+
+@dataclass
+class GenerationConfig:
+    """`qa` settings of `promptly qa generate`."""
+
+    per_document: int = 4
+    """At most this many chunks sampled per document."""
+    pairs_per_chunk: int = 2
+    """Pairs asked for per chunk; replies with more have the surplus rejected."""
+    min_chunk_tokens: int = 32
+    """Shorter chunks (a lone heading) are not sampled unless a document has nothing longer."""
+    seed: int = 42
+    """Sampling of chunks per document, and the per-request generator seed."""
+    regenerate: bool = False
+    """Ask again for chunks that already have pairs, replacing their generated pairs (never the file's)."""
+    max_consecutive_errors: int = 3
+    """Stop when this many requests in a row fail: the endpoint is down or misconfigured."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    """Only for documents stored before splits were (the store's own split of a document comes first)."""
+
+    def __post_init__(self) -> None:
+        if self.per_document < 1 or self.pairs_per_chunk < 1:
+            raise ConfigError("qa.per_document and qa.pairs_per_chunk must be at least 1")
+
+
+
+
+@dataclass
+class QASettings(GenerationConfig):
+    """The `qa` node of configs/qa.yaml: the generation settings plus the command's own."""
+
+    split: Any = None  # type: ignore[assignment]
+    """${ingest.qa.split} (an interpolation, which a typed node would refuse); read as a SplitConfig."""
+    auto_migrate: bool = True
+    """Apply pending migrations before writing."""
+    progress: bool = True
+    """Show a progress bar."""
+    export: dict[str, Any] = field(default_factory=lambda: {"path": "disliked_conversations.jsonl"})
+    """`qa export`: {path: where the disliked conversations go}."""
+
+
+@dataclass
+class QAConfig:
+    """`promptly qa generate | export`."""
+
+    paths: Any = None
+    store: Any = None
+    embedder: Any = None
+    ingest: Any = None
+    qa_generator: Any = None
+    task_name: str = "qa"
+    action: str = "generate"
+    """generate or export."""
+    qa: QASettings = field(default_factory=QASettings)
