@@ -98,7 +98,7 @@ class GenerationConfig:
 class QASettings(GenerationConfig):
     """The `qa` node of configs/qa.yaml: the generation settings plus the command's own."""
 
-    split: Any = None  # type: ignore[assignment]
+    split: Any = None
     """${ingest.qa.split} (an interpolation, which a typed node would refuse); read as a SplitConfig."""
     auto_migrate: bool = True
     """Apply pending migrations before writing."""
