@@ -120,7 +120,8 @@ def test_ingest_options_compose_typed_and_instantiate(option: str, tmp_path: Pat
     assert OmegaConf.get_type(cfg.ingest.chunker) is ChunkerConfig
     assert OmegaConf.get_type(cfg.ingest.redact) is RedactConfig
     assert cfg.ingest.cleanup is Cleanup.incremental and cfg.ingest.cleanup == "incremental"
-    assert cfg.ingest.source.path == str(tmp_path / "sample_data" / ("docs" if option == "default" else "uploads"))
+    expected = tmp_path / "sample_data" / "docs" if option == "default" else tmp_path / "uploads"
+    assert cfg.ingest.source.path == str(expected)
     assert cfg.ingest.embed_batch_chunks == 256 and cfg.ingest.qa.split.train == 0.8
 
     chunker = instantiate(cfg.ingest.chunker)

@@ -40,12 +40,12 @@ def test_packaged_model_loads_offline_and_answers_from_context(
     assert "Q4_1 GGUF" in loaded.origin and HUB_ID in loaded.origin
     assert sum(p.numel() for p in loaded.model.parameters()) > 130_000_000  # the real 135M model
     context = [{"document_id": "driftsync/cli.md", "ordinal": 0, "chunk_id": "c1", "title": "driftsync exit codes",
-                "score": None, "content": "driftsync exits with code 12 when the passphrase is wrong, and with code 3 "
-                                          "when a backup finished but some source files could not be read."}]
+                "score": None, "content": "quillmq listens on port 7411 by default and keeps its data in "
+                                          "/var/lib/quillmq. Use quillmqctl status to check a node."}]
     answerer = Answerer(loaded, retriever=None, sampling=SamplingConfig(max_new_tokens=32))  # type: ignore[arg-type]
-    prepared = answerer.render("Which exit code does driftsync return when the passphrase is wrong?", context)
+    prepared = answerer.render("Which port does quillmq listen on by default?", context)
     answer = answerer.generate([prepared])[0]
-    assert "12" in answer, answer
+    assert "7411" in answer, answer
 
 
 def test_lora_steps_lower_the_loss_and_the_saved_adapter_reloads_exactly(factory: ModelFactory,

@@ -246,7 +246,7 @@ def test_the_upload_config_redacts_and_never_deletes_the_corpus(tmp_path: Path) 
     assert (upload.ingest.cleanup, corpus.ingest.cleanup) == ("incremental", "incremental")
     assert (upload.ingest.source.id_prefix, corpus.ingest.source.id_prefix) == ("uploads/", "")
     assert (upload.ingest.source.name, corpus.ingest.source.name) == ("uploads", "default")
-    assert upload.ingest.source.path == f"{tmp_path}/sample_data/uploads"
+    assert upload.ingest.source.path == f"{tmp_path}/uploads"
     assert upload.ingest.qa.path == ""
     # Everything else comes from ingest/default.yaml.
     assert upload.ingest.chunker == corpus.ingest.chunker
@@ -258,7 +258,7 @@ def test_the_upload_config_redacts_and_never_deletes_the_corpus(tmp_path: Path) 
 def test_ingest_upload_redacts_uploads_and_the_two_sources_never_delete_each_other(tmp_path: Path, pg_url: str) -> None:
     from promptly.ingest.command import run
 
-    docs, uploads = tmp_path / "docs", tmp_path / "data" / "uploads"
+    docs, uploads = tmp_path / "docs", tmp_path / "home" / "uploads"
     docs.mkdir()
     uploads.mkdir(parents=True)
     (docs / "proxy.md").write_text("# Proxy\n\nThe proxy listens on 127.0.0.1:8080 and retries three times.\n")
@@ -272,7 +272,7 @@ def test_ingest_upload_redacts_uploads_and_the_two_sources_never_delete_each_oth
     corpus_cfg = entry_config("ingest", tmp_path, [*common, f"ingest.source.path={docs}", "ingest.qa.path="])
     first = run(corpus_cfg)
     assert (first.sync.added, first.redaction) == (1, None)
-    second = run(entry_config("ingest", tmp_path, [*common, "ingest=upload", f"paths.data_dir={tmp_path / 'data'}"]))
+    second = run(entry_config("ingest", tmp_path, [*common, "ingest=upload", f"paths.root_dir={tmp_path / 'home'}"]))
 
     assert (second.sync.added, second.sync.deleted) == (3, 0)  # incremental: the corpus document stays
     assert second.redaction is not None and dict(second.redaction.counts) == {"EMAIL_ADDRESS": 2}
