@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -55,6 +57,17 @@ def run(cfg: DictConfig, console: Console | None = None) -> Answer:
     if not (cfg.get("run_dir") or cfg.get("model_dir") or cfg.get("model") is not None):
         with open_dict(cfg):
             cfg.run_dir = "latest"
+    if str(cfg.format) == "json":  # stdout carries the one JSON line: whatever a library prints goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            answer = _answer(cfg, question)
+        print(json.dumps(answer_json(answer), ensure_ascii=False), flush=True)
+    else:
+        answer = _answer(cfg, question)
+        print_answer(console or Console(), answer)
+    return answer
+
+
+def _answer(cfg: DictConfig, question: str) -> Answer:
     from promptly.model.loading import adopt_run_data, load_model
 
     cfg = adopt_run_data(cfg)
@@ -70,10 +83,6 @@ def run(cfg: DictConfig, console: Console | None = None) -> Answer:
         answer = Answerer(loaded, retriever, sampling).answer([question], filter=filter_)[0]  # type: ignore[arg-type]
     finally:
         store.close()
-    if str(cfg.format) == "json":
-        print(json.dumps(answer_json(answer), ensure_ascii=False), flush=True)
-    else:
-        print_answer(console or Console(), answer)
     return answer
 
 
