@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check promptly tests benchmarks
 	$(BIN)/mypy
-	WANDB_MODE=offline $(BIN)/python -m pytest -q --timeout=900 --durations=15 -n 2 --dist loadgroup
+	WANDB_MODE=offline $(BIN)/python -m pytest -q --timeout=900 --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
