@@ -22,9 +22,6 @@ from .cloud.kaggle_server import KaggleServer
 from .test_train_common import REPO_ROOT, tiny_state  # noqa: F401
 from .test_train_multirun import wandb_run
 
-# One fixed port (7777) for the local Kaggle server: under pytest-xdist these tests share one worker.
-pytestmark = pytest.mark.xdist_group("kaggle-port-7777")
-
 USER, KEY = "tester", "kaggle-key-0123456789abcdef"
 DB_PASSWORD = "db-pw-kaggle-5150"
 PLANTED = {"WANDB_API_KEY": "planted-wandb-key-8f3a2b1c", "HF_TOKEN": "hf_plantedtokenplantedtoken1234",
