@@ -53,15 +53,19 @@ class Retriever:
             raise ConfigError(f"retrieval k must be at least 1, got {self.k}")
 
     def search(self, questions: Sequence[str], filter: dict[str, Any] | None = None,
-               k: int | None = None) -> list[list[ContextChunk]]:
-        """The top-k chunks of each question, best first (questions embedded in batches)."""
+               k: int | None = None, viewer: str | None = None) -> list[list[ContextChunk]]:
+        """The top-k chunks of each question, best first (questions embedded in batches).
+
+        `viewer`: who asks, for owner visibility inside the search (ChunkStore.search); None sees every chunk.
+        """
         k = k or self.k
         out: list[list[ContextChunk]] = []
         for start in range(0, len(questions), self.batch_size):
             batch = list(questions[start : start + self.batch_size])
             vectors = self.embedder.embed_queries(batch)
             for question, vector in zip(batch, vectors, strict=True):
-                hits = self.store.search(vector, question, k=k, filter=filter, mode=self.mode)  # type: ignore[arg-type]
+                hits = self.store.search(vector, question, k=k, filter=filter, mode=self.mode,  # type: ignore[arg-type]
+                                         viewer=viewer)
                 out.append([from_hit(h) for h in hits[:k]])
         return out
 

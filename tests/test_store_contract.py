@@ -356,3 +356,68 @@ def test_data_balance_counts_per_source_owner_and_document(store: ChunkStore) ->
     store.delete_documents(["a.md"])  # its chunks and QA pairs go with it
     assert [r for r in store.data_balance("team") if r.dimension == "source"] == [
         BalanceRow("source", "docs", 1, 1, 0), BalanceRow("source", "wiki", 1, 2, 1)]
+
+
+# -- owner visibility inside the search (migration 0012) ------------------------------------------------------
+@pytest.mark.parametrize("mode", ["vector", "text", "hybrid"])
+def test_search_leaves_other_owners_chunks_out_before_ranking(store: ChunkStore, mode: str) -> None:
+    """Alice's six chunks match the query better than anything public; bob and an anonymous requester
+    still get k public chunks, alice gets hers first, and the offline view (no viewer) sees everything."""
+    public_doc, public = make_doc("pub.md", ["backups rotate nightly", "backups are kept for a week"], 0)
+    store.upsert_document(public_doc, public)
+    words = ["backups rotate compress nightly weekly"] * 6
+    alice_doc, alice = make_doc("uploads/alice/notes.txt", [f"{w} {i}" for i, w in enumerate(words)], 10)
+    alice_doc = replace(alice_doc, metadata={"owner": "alice"})
+    query = np.asarray(unit(10)) + 0.5 * np.asarray(unit(0))  # nearer to alice's first chunk than to any public one
+    alice = [replace(c, metadata={"owner": "alice"}, embedding=tuple(float(x) for x in query + 0.01 * i))
+             for i, c in enumerate(alice)]
+    store.upsert_document(alice_doc, alice)
+    text = "backups rotate compress nightly weekly"
+
+    for viewer in ("bob", ""):
+        hits = store.search(tuple(query), text, k=2, mode=mode, viewer=viewer)  # type: ignore[arg-type]
+        assert sorted(h.document_id for h in hits) == ["pub.md", "pub.md"], (viewer, hits)
+    mine = store.search(tuple(query), text, k=2, mode=mode, viewer="alice")  # type: ignore[arg-type]
+    assert [h.document_id for h in mine] == ["uploads/alice/notes.txt"] * 2
+    everyone = store.search(tuple(query), text, k=6, mode=mode)  # type: ignore[arg-type]
+    assert [h.document_id for h in everyone] == ["uploads/alice/notes.txt"] * 6  # what used to starve bob
+    owned = store.search(tuple(query), text, k=2, filter={"owner": "alice"}, mode=mode,  # type: ignore[arg-type]
+                         viewer="bob")
+    assert owned == []  # a filter naming another owner cannot reach past the viewer rule
+
+
+# -- text Postgres cannot take (promptly.textsafe) --------------------------------------------------------------
+def test_nul_and_lone_surrogates_are_cleaned_on_every_write_and_query(store: ChunkStore) -> None:
+    bad = "nul\x00here \ud800alone"
+    doc_id = "bad\x00doc.md"
+    doc = Document(id=doc_id, text=bad, title=f"T{bad}", source="test\x00", uri="file://x\x00",
+                   content_hash="h", metadata={"k\x00": bad, "nested": [bad, {"v": "\udfff"}]})
+    chunk = Chunk(document_id=doc_id, ordinal=0, content=bad, token_count=3, metadata={"note": bad},
+                  embedding=unit(0))
+    assert store.upsert_document(doc, [chunk]) == 1
+
+    clean = "nulhere \ufffdalone"
+    assert set(store.document_hashes("test")) == {"baddoc.md"}
+    (stored,) = list(store.iter_chunks(["bad\x00doc.md"]))
+    assert stored.document_id == "baddoc.md" and stored.content == clean and stored.metadata == {"note": clean}
+    assert store.existing_chunk_ids([stored.id]) == {stored.id}  # the stored id is that of the stored text
+
+    for mode in ("vector", "text", "hybrid"):
+        hits = store.search(unit(0), "nul\x00here \ud800", k=3, filter={"note": bad}, mode=mode,  # type: ignore[arg-type]
+                            viewer="b\x00ob")
+        assert [h.content for h in hits] == [clean], mode
+
+    pair = QAPair(question="what\x00 is \ud800?", answer="an\x00swer", document_id=doc_id, split="train")
+    assert store.upsert_qa_pairs([pair]) == 1
+    (got,) = list(store.iter_qa_pairs())
+    assert (got.question, got.answer, got.document_id) == ("what is \ufffd?", "answer", "baddoc.md")
+
+    conversation_id = store.add_conversation("q\x00 \udc00", "a\x00", [stored.id], model_version="m\x00")
+    (conv,) = [c for c in store.iter_conversations() if c.id == conversation_id]
+    assert (conv.question, conv.answer, conv.model_version) == ("q \ufffd", "a", "m")
+
+    store.add_model_version(ModelVersion(version="v1", repo_id="me/m\x00", metrics={"b\x00": 1.0},
+                                         config={"note": "\ud800"}))
+    (version,) = store.list_model_versions("me/m\x00")
+    assert version.repo_id == "me/m" and version.metrics == {"b": 1.0} and version.config == {"note": "\ufffd"}
+    assert store.delete_documents([doc_id]) == 1

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from promptly.errors import ConfigError, EmptyInputError, InputNotFoundError, PromptlyError
 from promptly.serving import protocol as p
@@ -70,6 +71,19 @@ def error_response(err: Exception) -> JSONResponse:
     return JSONResponse(p.error_body("internal error (see the server log)", "server_error"), status_code=500)
 
 
+def _unauthorized(header: str, key: str) -> str | None:
+    """Why the Authorization header does not carry the API key, or None when it does (RFC 6750: the scheme
+    is "Bearer", in any case, then the key; a bare key is refused, as OpenAI's API refuses it)."""
+    scheme, _, given = header.strip().partition(" ")
+    if not header.strip():
+        return "an API key is required: send the header 'Authorization: Bearer <key>'"
+    if scheme.lower() != "bearer":
+        return "the Authorization header must be 'Bearer <key>' (the scheme 'Bearer' is missing)"
+    if not hmac.compare_digest(given.strip().encode(), key.encode()):
+        return "the API key is not valid (Authorization: Bearer <key>)"
+    return None
+
+
 def create_app(engine: Engine, uploads: Uploads | None = None) -> FastAPI:
     """The app; its lifespan starts the engine (model loading in the background) and stops it."""
 
@@ -89,11 +103,11 @@ def create_app(engine: Engine, uploads: Uploads | None = None) -> FastAPI:
         started = time.monotonic()
         key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
         if key and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), key.encode()):
-                response: Response = JSONResponse(p.error_body("a valid API key is required (Authorization: "
-                                                               "Bearer ...)", "invalid_request_error",
-                                                               "invalid_api_key"), status_code=401)
+            refused = _unauthorized(request.headers.get("authorization", ""), key)
+            if refused:
+                _log_refusal(request, 401, refused)
+                response: Response = JSONResponse(p.error_body(refused, "invalid_request_error", "invalid_api_key"),
+                                                  status_code=401)
                 _count(request, response, started)
                 return response
         response = await call_next(request)
@@ -101,24 +115,51 @@ def create_app(engine: Engine, uploads: Uploads | None = None) -> FastAPI:
         return response
 
     def _count(request: Request, response: Response, started: float) -> None:
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        path = _route_path(request)
         metrics.requests.labels(path, request.method, str(response.status_code)).inc()
         metrics.request_seconds.labels(path).observe(time.monotonic() - started)
 
+    def _route_path(request: Request) -> str:
+        """The route's template (/v1/uploads/{job_id}); a request refused before routing (401) is matched
+        here, so /metrics counts it under its route, not "unmatched"."""
+        route = request.scope.get("route")
+        if route is None:
+            route = next((r for r in app.router.routes if r.matches(request.scope)[0] != Match.NONE), None)
+        return str(getattr(route, "path", "unmatched"))
+
+    def _log_refusal(request: Request, status: int, reason: str) -> None:
+        """One line per client error (the client's mistake needs no traceback in the server's log)."""
+        log.warning("%s %s %d: %s", request.method, _route_path(request), status, reason)
+
     @app.exception_handler(RequestValidationError)
-    async def bad_body(_: Request, err: RequestValidationError) -> JSONResponse:
+    async def bad_body(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        message = f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}"
+        reason = str(first.get("msg", "malformed")).removeprefix("Value error, ")
+        if first.get("type") == "string_unicode":  # pydantic's own refusal of a lone surrogate in a plain str
+            reason = "contains a lone UTF-16 surrogate (not valid Unicode text)"
+        message = f"invalid request: {where or 'body'}: {reason}"
+        _log_refusal(request, 400, message)
         return JSONResponse(p.error_body(message, "invalid_request_error", "invalid_request", where or None), 400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        _log_refusal(request, err.status_code, str(err.detail))
         return JSONResponse(p.error_body(str(err.detail), "invalid_request_error"), err.status_code)
+
+    @app.exception_handler(PromptlyError)
+    async def known_error(request: Request, err: PromptlyError) -> JSONResponse:
+        """Errors with a status of their own (STATUS), handled inside the app: one log line, no traceback."""
+        response = error_response(err)
+        if response.status_code < 500:
+            _log_refusal(request, response.status_code, str(err))
+        elif response.status_code != 500:  # 503 store down, 504 timeout: the reason is the whole story
+            log.error("%s %s %d: %s", request.method, _route_path(request), response.status_code, err)
+        return response
 
     @app.exception_handler(Exception)
     async def any_error(_: Request, err: Exception) -> JSONResponse:
+        """Anything unexpected: 500, and its traceback in the log."""
         return error_response(err)
 
     @app.get("/healthz")

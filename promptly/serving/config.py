@@ -52,8 +52,6 @@ class ServeSettings:
     """Largest `max_tokens` a request may ask for (larger: 400)."""
     store_pool_size: int = 4
     """Store connections shared by the requests (each request borrows one; none is used by two at once)."""
-    private_overfetch: int = 8
-    """Extra chunks fetched so that dropping other users' uploads still leaves k."""
     uploads_dir: str = "uploads"
     """Where uploaded files are kept, one folder per owner (ingested with ingest=upload)."""
     max_upload_bytes: int = 5_000_000

@@ -29,6 +29,7 @@ from promptly.serving.config import ServeSettings
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.models import ModelManager, ModelSlot, explicit_model
 from promptly.serving.store_pool import StorePool
+from promptly.store.base import ANONYMOUS
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +157,19 @@ class Engine:
     # -- retrieval and prompts -----------------------------------------------------------------------------
     def retrieve(self, query: str, k: int | None = None, filter: dict[str, Any] | None = None,
                  owner: str | None = None) -> list[ContextChunk]:
-        """The top-k chunks the requester may see (other users' uploads left out, more fetched to keep k)."""
+        """The top-k chunks the requester may see: the search itself leaves other owners' chunks out before
+        ranking (match_chunks' `viewer`, migration 0012), so k remain whatever anyone uploaded."""
         k = k or self.k
         started = time.monotonic()
         with self.pool.store() as store:
             found = Retriever(store, _LockedEmbedder(self.embedder, self._embed_lock), k=k, mode=self.mode).search(
-                [query], filter=filter, k=k + self.settings.private_overfetch)[0]
+                [query], filter=filter, k=k, viewer=owner or ANONYMOUS)[0]
         self.metrics.retrieval_seconds.observe(time.monotonic() - started)
-        return [c for c in found if visible_to(c, owner)][:k]
+        visible = [c for c in found if visible_to(c, owner)]
+        if len(visible) < len(found):  # an upload stored without metadata.owner: never shown, but said
+            log.warning("left out %d chunk(s) of other users' uploads that carry no metadata.owner",
+                        len(found) - len(visible))
+        return visible
 
     def sampling_for(self, max_tokens: int | None, temperature: float | None, top_p: float | None) -> SamplingConfig:
         sampling = self.sampling

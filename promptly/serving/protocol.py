@@ -10,13 +10,27 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from promptly.errors import ConfigError, EmptyInputError
 from promptly.retrieval import ContextChunk
+from promptly.textsafe import first_unsafe
 
 
-class Message(BaseModel):
+class SafeText(BaseModel):
+    """Refuses text Postgres or a tokenizer cannot take (a NUL, a lone UTF-16 surrogate) in any field, at any
+    depth: a 400 naming the field, rather than a 500 from deep inside (promptly.textsafe has the rule)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        found = first_unsafe(value, str(info.field_name))  # nested models (messages) check their own fields
+        if found:
+            raise ValueError(found)
+        return value
+
+
+class Message(SafeText):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -29,7 +43,7 @@ class Message(BaseModel):
         return self.content or ""
 
 
-class Retrieval(BaseModel):
+class Retrieval(SafeText):
     """promptly's retrieval settings on a request."""
 
     model_config = ConfigDict(extra="ignore")
@@ -83,7 +97,7 @@ class RetrieveRequest(Retrieval):
     query: str = Field(min_length=1)
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(SafeText):
     conversation_id: str
     feedback: Literal["up", "down"] | None
 

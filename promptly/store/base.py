@@ -22,6 +22,10 @@ STATUS_COUNTS: dict[str, tuple[str, str, str | None, str | None]] = {
 """The counts `promptly db status` shows: name -> (migration creating it, table, filter column, value)."""
 
 
+ANONYMOUS = ""
+"""`search(viewer=ANONYMOUS)`: a requester with no name sees only the chunks nobody owns."""
+
+
 class StoreError(PromptlyError, RuntimeError):
     """A store problem a user can act on; the message names the setting, never a secret."""
 
@@ -111,12 +115,20 @@ class ChunkStore(Protocol):
         semantic_weight: float | None = None,
         rrf_k: int | None = None,
         candidates: int | None = None,
+        viewer: str | None = None,
     ) -> list[SearchHit]:
         """Top-k chunks through the `match_chunks` SQL function.
 
         `text` ranks by BM25 (migration 0007), `vector` by cosine similarity, `hybrid` fuses both by
         reciprocal rank fusion of each ranking's top `candidates`. A fusion parameter left as None takes
         the SQL function's default, the values tuned on benchmarks/retrieval_quality.py.
+
+        `viewer` (migration 0012) is who asks: chunks whose metadata names another `owner` are left out
+        before ranking, so k results remain whatever anyone uploaded. None: no owner restriction (the offline
+        verbs); ANONYMOUS (""): only chunks without an owner; a name: those plus that owner's.
+
+        Query text and filter values follow promptly.textsafe's rule (NUL removed, lone surrogates replaced),
+        as every string a store writes does.
         """
         ...
 

@@ -13,7 +13,8 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 
 from promptly.records import Chunk, Document, QAOrigin, QAPair, SearchHit, SearchMode, Split, StoreStatus
 from promptly.store.base import (
@@ -33,6 +34,7 @@ from promptly.store.base import (
     model_version_from_row,
 )
 from promptly.store.migrations import LEDGER_DDL, load_migrations
+from promptly.textsafe import clean_chunk, clean_document, clean_pair, clean_text, clean_value
 
 _MIGRATION_LOCK = 7_412_033  # pg_advisory_xact_lock key: one migrator at a time
 
@@ -55,6 +57,32 @@ def _without_password(text: str, url: str) -> str:
         return text
     return text.replace(str(password), "***") if password else text
 
+
+
+class _CleanStrDumper(StrDumperUnknown):
+    """Every str parameter, as text: through promptly.textsafe's rule (no NUL, no lone surrogate)."""
+
+    def dump(self, obj: str) -> Any:
+        return super().dump(clean_text(obj))
+
+
+class _CleanStrBinaryDumper(StrBinaryDumper):
+    """Every str parameter, as binary: through promptly.textsafe's rule."""
+
+    def dump(self, obj: str) -> Any:
+        return super().dump(clean_text(obj))
+
+
+def _clean_json_dumps(obj: Any) -> str:
+    return json.dumps(clean_value(obj))
+
+
+def install_text_rule(conn: psycopg.Connection[Any]) -> None:
+    """Make every string this connection sends, and every Jsonb, follow promptly.textsafe's rule, so no
+    query of any verb can fail with "cannot contain NUL" or an encoding error on a lone surrogate."""
+    conn.adapters.register_dumper(str, _CleanStrBinaryDumper)
+    conn.adapters.register_dumper(str, _CleanStrDumper)
+    set_json_dumps(_clean_json_dumps, context=conn)
 
 
 class PostgresStore:
@@ -86,6 +114,7 @@ class PostgresStore:
                 raise StoreConnectionError(
                     f"cannot connect to Postgres at {self._setting_name}={redact_url(self._url)}: {reason}"
                 ) from None
+            install_text_rule(self._conn)
             self._vector_registered = False
             self._register_vector()
         return self._conn
@@ -210,6 +239,8 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:
+        document = clean_document(document)
+        chunks = [clean_chunk(c, document.id) for c in chunks]
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute(
                 "insert into documents (id, source, uri, title, content_hash, metadata, split, ingested_at)"
@@ -299,7 +330,7 @@ class PostgresStore:
                 " document_id = excluded.document_id, chunk_ids = excluded.chunk_ids, split = excluded.split,"
                 " origin = excluded.origin",
                 [(p.id, p.question, p.answer, p.document_id, list(p.chunk_ids), p.split, p.origin)
-                 for p in (q.with_id() for q in pairs)],
+                 for p in (clean_pair(q).with_id() for q in pairs)],
             )
         return len(pairs)
 
@@ -335,17 +366,18 @@ class PostgresStore:
         semantic_weight: float | None = None,
         rrf_k: int | None = None,
         candidates: int | None = None,
+        viewer: str | None = None,
     ) -> list[SearchHit]:
         tuning = fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates)
         named = sql.SQL("").join(sql.SQL(", {} => {}").format(sql.Identifier(name), sql.Placeholder())
                                  for name in tuning)
         query = sql.SQL("select id::text, document_id, ordinal, content, metadata, score from match_chunks("
-                        "%s::vector, %s, %s, %s::jsonb, %s{})").format(named)
+                        "%s::vector, %s, %s, %s::jsonb, %s{}, viewer => %s::text)").format(named)
         with self.conn.transaction():  # rolled back on error, so a bad mode leaves the connection usable
             rows = self.conn.execute(
                 query,
-                (np.asarray(query_embedding, dtype=np.float32), query_text, k, json.dumps(filter or {}), mode,
-                 *tuning.values()),
+                (np.asarray(query_embedding, dtype=np.float32), query_text, k, Jsonb(filter or {}), mode,
+                 *tuning.values(), viewer),
             ).fetchall()
         return [SearchHit(chunk_id=r[0], document_id=r[1], ordinal=r[2], content=r[3],
                           metadata=r[4], score=float(r[5])) for r in rows]

@@ -30,6 +30,7 @@ from promptly.store.base import (
     model_version_from_row,
 )
 from promptly.store.migrations import load_migrations
+from promptly.textsafe import clean_chunk, clean_document, clean_pair, clean_text, clean_value
 
 SCHEMA_HINT = (
     "REST cannot run DDL: apply the schema once, either by pasting the output of "
@@ -183,7 +184,7 @@ class SupabaseStore:
     def document_hashes(self, source: str | None = None) -> dict[str, str]:
         def query() -> Any:
             q = self.client.table("documents").select("id,content_hash")
-            return (q.eq("source", source) if source is not None else q).order("id")
+            return (q.eq("source", clean_text(source)) if source is not None else q).order("id")
         rows = self._pages(query, self.page_size, "reading document hashes")
         return {r["id"]: r["content_hash"] for r in rows}
 
@@ -195,12 +196,14 @@ class SupabaseStore:
     def set_document_splits(self, splits: Mapping[str, Split]) -> int:
         if not splits:
             return 0
-        query = self.client.rpc("promptly_set_document_splits", {"splits": dict(splits)})
+        query = self.client.rpc("promptly_set_document_splits", {"splits": clean_value(dict(splits))})
         data: Any = self._run(query, "writing document splits").data
         return int(data)
 
     def upsert_document(self, document: Document, chunks: Sequence[Chunk]) -> int:
         """One rpc call, hence one transaction: a failure leaves the previous version whole."""
+        document = clean_document(document)
+        chunks = [clean_chunk(c, document.id) for c in chunks]
         doc = {"id": document.id, "source": document.source, "uri": document.uri, "title": document.title,
                "content_hash": document.content_hash, "metadata": document.metadata, "split": document.split}
         new_chunks = [{"id": c.id, "ordinal": c.ordinal, "content": c.content, "token_count": c.token_count,
@@ -215,7 +218,7 @@ class SupabaseStore:
     def _delete_ids(self, table: str, ids: Iterable[str], what: str) -> int:
         """DELETE ... WHERE id IN (...), in groups that keep the URL short; return rows deleted."""
         deleted = 0
-        for group in _groups(sorted(set(ids))):
+        for group in _groups(sorted({clean_text(i) for i in ids})):
             deleted += len(self._run(self.client.table(table).delete().in_("id", group), what).data)
         return deleted
 
@@ -223,7 +226,7 @@ class SupabaseStore:
         self, document_ids: Sequence[str] | None = None, batch_size: int = 500
     ) -> Iterator[Chunk]:
         # Over 100 ids, groups go in Python's sort order; within a group the database orders the rows.
-        for group in _groups(sorted(set(document_ids))) if document_ids else [None]:
+        for group in _groups(sorted({clean_text(i) for i in document_ids})) if document_ids else [None]:
             def query(group: list[str] | None = group) -> Any:
                 q = self.client.table("chunks").select(self._CHUNK_COLUMNS)
                 q = q.in_("document_id", group) if group else q
@@ -251,7 +254,7 @@ class SupabaseStore:
         """A repeated id: the last wins, as in the psycopg store (one statement cannot touch a row twice)."""
         rows = {p.id: {"id": p.id, "question": p.question, "answer": p.answer, "document_id": p.document_id,
                        "chunk_ids": list(p.chunk_ids), "split": p.split, "origin": p.origin}
-                for p in (q.with_id() for q in pairs)}
+                for p in (clean_pair(q).with_id() for q in pairs)}
         batch = list(rows.values())
         for start in range(0, len(batch), 500):
             query = self.client.table("qa_pairs").upsert(batch[start:start + 500], on_conflict="id",
@@ -277,8 +280,9 @@ class SupabaseStore:
                          model_version: str | None = None, feedback: Feedback | None = None) -> str:
         """Insert with a client-made id and no read-back: the anonymous role may write but not read."""
         conversation_id = str(uuid.uuid4())
-        row = {"id": conversation_id, "question": question, "answer": answer, "chunk_ids": list(chunk_ids),
-               "feedback": check_feedback(feedback), "model_version": model_version}
+        row = clean_value({"id": conversation_id, "question": question, "answer": answer,
+                           "chunk_ids": list(chunk_ids), "feedback": check_feedback(feedback),
+                           "model_version": model_version})
         self._run(self.client.table("conversations").insert(row, returning=ReturnMethod.minimal),
                   "recording a conversation")
         return conversation_id
@@ -302,8 +306,8 @@ class SupabaseStore:
     _VERSION_COLUMNS = "version,repo_id,revision,metrics,config,created_at,is_active"
 
     def add_model_version(self, version: ModelVersion) -> None:
-        row = {"version": version.version, "repo_id": version.repo_id, "revision": version.revision,
-               "metrics": version.metrics, "config": version.config}
+        row = clean_value({"version": version.version, "repo_id": version.repo_id, "revision": version.revision,
+                           "metrics": version.metrics, "config": version.config})
         try:
             self._run(self.client.table("model_versions").insert(row, returning=ReturnMethod.minimal),
                       "recording a model version")
@@ -316,7 +320,7 @@ class SupabaseStore:
     def list_model_versions(self, repo_id: str | None = None) -> list[ModelVersion]:
         def query() -> Any:
             q = self.client.table("model_versions").select(self._VERSION_COLUMNS)
-            q = q.eq("repo_id", repo_id) if repo_id else q
+            q = q.eq("repo_id", clean_text(repo_id)) if repo_id else q
             return q.order("created_at").order("repo_id").order("version")
         return [model_version_from_row(r) for r in self._pages(query, self.page_size, "reading model versions")]
 
@@ -326,7 +330,7 @@ class SupabaseStore:
         return model_version_from_row(rows[0]) if rows else None
 
     def promote_model_version(self, repo_id: str, version: str) -> ModelVersion:
-        params = {"target_repo_id": repo_id, "target_version": version}
+        params = clean_value({"target_repo_id": repo_id, "target_version": version})
         return self._activate(self.client.rpc("promptly_promote_model_version", params), "promoting a version")
 
     def rollback_model_version(self) -> ModelVersion:
@@ -345,7 +349,7 @@ class SupabaseStore:
 
     # -- data balance (migration 0009) ------------------------------------------------------------
     def data_balance(self, owner_key: str = "owner") -> list[BalanceRow]:
-        query = self.client.rpc("promptly_data_balance", {"owner_key": owner_key})
+        query = self.client.rpc("promptly_data_balance", {"owner_key": clean_text(owner_key)})
         return balance_rows(self._run(query, "counting the data balance").data)
 
     # -- search -------------------------------------------------------------------------------
@@ -360,10 +364,13 @@ class SupabaseStore:
         semantic_weight: float | None = None,
         rrf_k: int | None = None,
         candidates: int | None = None,
+        viewer: str | None = None,
     ) -> list[SearchHit]:
-        params = {"query_embedding": _format_vector(query_embedding), "query_text": query_text,
-                  "match_count": k, "filter": filter or {}, "mode": mode,
+        params = {"query_embedding": _format_vector(query_embedding), "query_text": clean_text(query_text),
+                  "match_count": k, "filter": clean_value(filter or {}), "mode": mode,
                   **fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates)}
+        if viewer is not None:
+            params["viewer"] = clean_text(viewer)
         rows: Any = self._run(self.client.rpc("match_chunks", params), "searching").data
         return [SearchHit(chunk_id=str(r["id"]), document_id=r["document_id"], ordinal=r["ordinal"],
                           content=r["content"], metadata=r["metadata"] or {}, score=float(r["score"]))
