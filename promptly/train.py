@@ -10,6 +10,8 @@ config, fit (and optionally test), export the model, and return the optimised me
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +19,43 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import FSDPStrategy
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import promptly.utils.schemas  # noqa: F401  (registers the config schemas before Hydra composes)
 from promptly.hydra_entry import hydra_entry
 from promptly.model.export import export_model
 from promptly.model.factory import ModelFactory
+from promptly.utils.hardware import apply_threads, choose_precision, detect_hardware
 from promptly.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from promptly.utils.redact import redacted_container
-from promptly.utils.task_wrapper import TaskOutput, task_wrapper
+from promptly.utils.task_wrapper import TaskOutput, save_config, task_wrapper
 
 log = logging.getLogger(__name__)
 
 
-def resolve_precision(value: Any) -> Any:
-    """`auto`: bf16 mixed precision on GPUs that have bf16, fp16 mixed on older GPUs, fp32 on CPUs."""
+def resolve_precision(value: Any, accelerator: str = "auto", adapter_only: bool = True,
+                      weight_dtype: str = "auto") -> Any:
+    """trainer.precision as Lightning takes it (`auto` resolved for this machine: see choose_precision)."""
     if str(value) != "auto":
         return value
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    return choose_precision("auto", weight_dtype, adapter_only, detect_hardware(accelerator)).precision
+
+
+def resolve_hardware(cfg: DictConfig, factory: ModelFactory) -> dict[str, Any]:
+    """Precision, base-weight dtype and torch threads for this run, chosen once, printed once, and written
+    back into cfg (so the saved config.yaml holds what ran) and into result.json."""
+    hardware = detect_hardware(str(cfg.trainer.get("accelerator", "auto")))
+    choice = choose_precision(str(cfg.trainer.precision), factory.dtype_name, factory.adapter_only, hardware)
+    factory.dtype_name = choice.weight_dtype
+    threads = apply_threads()
+    with open_dict(cfg):
+        cfg.trainer.precision = choice.precision
+        cfg.model.dtype = choice.weight_dtype
+    log.info("precision: %s, base weights %s (%s)", choice.precision, choice.weight_dtype, choice.reason)
+    resolved: dict[str, Any] = {"precision": choice.precision, "weight_dtype": choice.weight_dtype,
+                                "precision_reason": choice.reason}
+    resolved.update(torch_threads=threads.threads, threads_reason=threads.reason)
+    return resolved
 
 
 def instantiate_with(node: DictConfig, **objects: Any) -> Any:
@@ -51,6 +70,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     factory: ModelFactory = instantiate(cfg.model)
+    resolved = resolve_hardware(cfg, factory)
     tokenizer = factory.load_tokenizer()
     embedder = instantiate(cfg.embedder) if str(cfg.data.task) == "rag_qa" else None
     datamodule = instantiate_with(cfg.data, store=instantiate(cfg.store), tokenizer=tokenizer, embedder=embedder,
@@ -59,11 +79,18 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate_with(cfg.module, model=factory, tokenizer=tokenizer, optimizer=instantiate(cfg.optim),
                               scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    verbose = bool(cfg.get("verbose", False))
+    if not verbose:
+        os.environ.setdefault("WANDB_QUIET", "true")  # no end-of-run history/summary banner
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = instantiate_with(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                          precision=resolve_precision(cfg.trainer.precision))
-    return {"cfg": cfg, "factory": factory, "tokenizer": tokenizer, "datamodule": datamodule, "module": module,
-            "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("enable_progress_bar") is None:
+        extra["enable_progress_bar"] = sys.stderr.isatty()  # else ProgressLog prints plain lines
+    if verbose:
+        extra["enable_model_summary"] = True
+    trainer: L.Trainer = instantiate_with(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    return {"cfg": cfg, "resolved": resolved, "factory": factory, "tokenizer": tokenizer, "datamodule": datamodule,
+            "module": module, "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -73,6 +100,7 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
 def run(cfg: DictConfig) -> TaskOutput:
     """One training run (no failure handling: `train` adds it)."""
     objects = build(cfg)
+    save_config(cfg, Path(cfg.paths.output_dir))  # again, with the precision and dtype resolved
     trainer: L.Trainer = objects["trainer"]
     datamodule, module = objects["datamodule"], objects["module"]
     for logger in objects["loggers"]:

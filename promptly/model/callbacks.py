@@ -1,4 +1,5 @@
-"""SupervisedThroughput: the tokens that teach (non-padding, non-prompt) per second, and peak memory.
+"""SupervisedThroughput: the tokens that teach (non-padding, non-prompt) per second, and peak memory;
+ProgressLog: plain progress lines when no progress bar is shown.
 
 Tokens/s over all positions flatters padding and long prompts; supervised tokens/s is the number a
 change to batching, packing or masking should move.
@@ -6,12 +7,15 @@ change to batching, packing or masking should move.
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from typing import Any
 
 import lightning as L
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def peak_memory_mb(device: torch.device | None = None) -> float:
@@ -68,3 +72,49 @@ class SupervisedThroughput(L.Callback):
     def _log(self, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
             pl_module.log(name, value, on_step=True, on_epoch=False, batch_size=1)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class ProgressLog(L.Callback):
+    """A plain log line every `every_n_steps` optimizer steps or `every_n_seconds`, whichever comes first:
+    step/total, loss, supervised tokens/s and ETA. Quiet while Lightning shows its progress bar (a terminal),
+    so a log file or CI output shows progress without the bar's carriage returns.
+    """
+
+    def __init__(self, every_n_steps: int = 10, every_n_seconds: float = 60.0) -> None:
+        self.every_n_steps, self.every_n_seconds = max(1, every_n_steps), every_n_seconds
+        self._start = self._last = 0.0
+        self._tokens = self._start_step = self._last_step = 0
+        self.lines: list[str] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last = time.perf_counter()
+        self._start_step = self._last_step = trainer.global_step
+        self._tokens = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.progress_bar_callback is not None or not trainer.is_global_zero:
+            return
+        self._tokens += int(batch["n_supervised"]) if "n_supervised" in batch else 0
+        step, now = trainer.global_step, time.perf_counter()
+        due = step - self._last_step >= self.every_n_steps or now - self._last >= self.every_n_seconds
+        if step == self._last_step or not (due or trainer.is_last_batch):
+            return
+        total = int(trainer.estimated_stepping_batches)
+        done = step - self._start_step
+        elapsed = now - self._start
+        eta = elapsed / done * max(total - step, 0) if done else 0.0
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        loss_text = f"{float(loss):.4f}" if isinstance(loss, torch.Tensor) else "-"
+        line = (f"step {step}/{total} epoch {trainer.current_epoch} loss {loss_text} "
+                f"{self._tokens / elapsed if elapsed > 0 else 0.0:.1f} supervised tok/s "
+                f"elapsed {_duration(elapsed)} ETA {_duration(eta)}")
+        self.lines.append(line)
+        log.info("%s", line)
+        self._last, self._last_step = now, step

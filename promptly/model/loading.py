@@ -22,6 +22,7 @@ from promptly.data.config import PromptConfig
 from promptly.data.prompts import prompt_config
 from promptly.errors import ConfigError, InputNotFoundError, ModelLoadError
 from promptly.model.factory import ModelFactory
+from promptly.utils.hardware import apply_threads, detect_hardware
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,7 @@ def load_checkpoint_weights(net: Any, ckpt: str | Path, adapter_only: bool) -> N
 def native_bf16() -> bool:
     """Whether this machine multiplies bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or
     AMX (there oneDNN runs bf16 matmuls several times faster than float32)."""
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return detect_hardware().bf16
 
 
 def inference_dtype(choice: str) -> torch.dtype:
@@ -226,6 +221,7 @@ def load_model(cfg: DictConfig) -> LoadedModel:
     if len(chosen) > 1:
         raise ConfigError("choose one of run_dir=... and model_dir=...")
     dtype = inference_dtype(str(cfg.get("inference_dtype") or "auto"))
+    apply_threads()  # more compute threads than free cores stall generation on a shared machine
     if cfg.get("run_dir"):
         return load_run(cfg.run_dir, cfg.paths.log_dir, cfg.get("ckpt_path"), dtype)
     if cfg.get("model_dir"):

@@ -13,7 +13,7 @@ from promptly.utils.redact import redact_override
 # Overrides that say where a run lives, not what it is: left out of names and `promptly runs`.
 NOISE_PREFIXES = ("paths.", "hydra.", "hydra/", "store", "logger", "experiment=", "hparams_search=", "debug=",
                   "trainer.enable_progress_bar", "trainer.enable_model_summary", "callbacks", "data.cache_dir",
-                  "ckpt_path", "export")
+                  "ckpt_path", "export", "verbose")
 
 
 @dataclass(frozen=True)

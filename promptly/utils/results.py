@@ -26,6 +26,8 @@ class RunResult:
     job_num: int | None = None
     duration_s: float = 0.0
     error: str | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
+    """Settings chosen for this machine (precision, weight dtype, torch threads) and why."""
 
 
 def _finite(x: float) -> float | None:

@@ -98,6 +98,7 @@ def task_wrapper(task: Task) -> Task:
         result.metrics = metrics
         result.duration_s = time.perf_counter() - started
         result.best_model_path = objects.get("best_model_path")
+        result.resolved = dict(objects.get("resolved") or {})
         try:
             result.value = metric_value(metrics, result.optimized_metric)
             objects["value"] = result.value
