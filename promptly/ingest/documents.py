@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from promptly.records import Document, sha256_hex
+from promptly.textsafe import clean_text, clean_value
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".jsonl")
 
@@ -192,15 +193,19 @@ def _owned(metadata: dict[str, Any], source: SourceConfig) -> dict[str, Any]:
 
 def make_document(doc_id: str, text: str, title: str, source: str, uri: str, metadata: dict[str, Any],
                   fingerprint: str) -> Document:
-    """A Document whose hash covers its text, title, metadata and the ingest settings that shape its chunks."""
+    """A Document whose hash covers its text, title, metadata and the ingest settings that shape its chunks.
+
+    Every string goes through promptly.textsafe's rule first (a NUL past the binary sniff, or a "\\ud800" in a
+    JSONL record, would otherwise fail hashing or the store), so ids and hashes are those of what is stored."""
+    doc_id, text, title, metadata = clean_text(doc_id), clean_text(text), clean_text(title), clean_value(metadata)
     material = "\x1f".join([fingerprint, title, json.dumps(metadata, sort_keys=True), text])
     return Document(id=doc_id, text=text, title=title, source=source, uri=uri,
                     content_hash=sha256_hex(material), metadata=metadata)
 
 
 def normalise(text: str) -> str:
-    """NFC, Unix newlines, no trailing spaces, at most two blank lines in a row."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    """NFC, Unix newlines, no trailing spaces, at most two blank lines in a row; promptly.textsafe's rule."""
+    text = unicodedata.normalize("NFC", clean_text(text)).replace("\r\n", "\n").replace("\r", "\n")
     lines = [line.rstrip() for line in text.split("\n")]
     out: list[str] = []
     blank = 0
