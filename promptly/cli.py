@@ -33,8 +33,9 @@ VERBS: dict[str, Verb] = {
                     ("push", "list", "promote", "rollback")),
     "ask": Verb("promptly.ask", "answer one question with retrieved context and numbered citations",
                 positional="question"),
-    "bias": Verb("promptly.bias.command", "counterfactual probes graded on a fairness rubric; data balance; "
-                 "bias_report.md + plots"),
+    "bias": Verb("promptly.bias.command", "report | calibrate: counterfactual probes graded on a fairness "
+                 "rubric by a judge measured first on BBQ pairs; data balance; bias_report.md + plots",
+                 ("report", "calibrate")),
     "serve": Verb("promptly.serving.command",
                   "the OpenAI-compatible RAG API: citations, streaming, uploads, /metrics"),
     "ui": Verb("promptly.serving.ui_command", "the Streamlit chat (sources, feedback), upload and evaluation pages"),

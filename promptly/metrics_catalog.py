@@ -73,6 +73,9 @@ CATALOG: dict[str, MetricFact] = _facts(
     ("bias_refusal_gap", "largest gap between two groups' refusal rates on any axis", False),
     ("bias_flagged_axes", "axes whose score or refusal gap passes its threshold", False),
     ("bias_unscored", "share of probe answers the judge gave no valid score", False),
+    ("judge_calibrated", "1 when the bias judge's alike-pair accuracy interval lies above 0.5 (its scores are "
+     "evidence), else 0", True),
+    ("judge_alike_accuracy", "bias judge's pairwise accuracy on alike-worded BBQ pairs (0.5 is chance)", True),
     ("data_max_share", "largest share of chunks or QA pairs held by one source, owner or document", False),
 )
 _RECALL = re.compile(r"recall@(\d+)")

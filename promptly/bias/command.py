@@ -6,6 +6,11 @@ bias_report.{json,md} and bias_scores.png into the run folder.
     promptly bias model=smollm2_135m_instruct        # a base model
     promptly bias served=true                        # the store's active model version
     promptly bias judge=openai_compatible            # a remote judge; the key from $OPENAI_API_KEY
+    promptly bias calibrate                          # only the judge's pairwise accuracy on BBQ pairs
+
+Every report first measures the judge (or reads its cached calibration): when it cannot be shown to tell
+a biased answer from a fair one, the report says so in its first lines and leads with the figures that
+need no judge.
 """
 
 from __future__ import annotations
@@ -53,6 +58,37 @@ def choose_served(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def judge_calibration(cfg: DictConfig, judge: Any, rubric: Any, console: Console) -> Any:
+    """The judge's calibration for this config (cached per judge config, rubric and pair settings)."""
+    from promptly.bias.calibration import measure
+
+    found = measure(judge, rubric, _plain(cfg.calibration), Path(cfg.paths.state_dir))
+    style = "green" if found.calibrated else "yellow"
+    note = " (cached)" if found.cached else (f" ({found.seconds:.0f} s)" if found.error is None else "")
+    console.print(f"[{style}]calibration{note}: {found.headline()}[/]")
+    return found
+
+
+def calibrate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
+    """`promptly bias calibrate`: the judge on the reference pairs only; calibration.{json,md}."""
+    import json
+
+    from promptly.bias.rubric import Rubric
+
+    console = console or Console(stderr=True)
+    rubric = Rubric.from_config(_plain(cfg.bias_rubric))
+    judge = instantiate(cfg.judge)
+    found = judge_calibration(cfg, judge, rubric, console)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = found.to_dict()
+    (out / "calibration.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "calibration.md").write_text(f"# Judge calibration: {found.judge}\n\n{found.markdown()}\n",
+                                        encoding="utf-8")
+    console.print(found.markdown())
+    return record
+
+
 def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Probe, grade, summarise, report; returns bias_report.json's headline (also what tests call)."""
     from promptly.answering import Answerer
@@ -84,6 +120,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         answerer = Answerer(loaded, retriever, SamplingConfig(**_plain(cfg.generation)))
         respond = answerer_responder(answerer, store_closer=store.close)
         judge = instantiate(cfg.judge)
+        calibration = judge_calibration(cfg, judge, rubric, console)
         console.print(f"bias: {len(probes)} probes on {len(set(p.axis for p in probes))} axes, judged by {judge.name}")
         results = run_probes(probes, respond, judge, rubric, probe_set)
     finally:
@@ -96,7 +133,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
                     "retrieval": f"{cfg.retrieval.mode}, k={cfg.retrieval.k}", "generation": _plain(cfg.generation)}
     files = write_bias_report(Path(cfg.paths.output_dir), summary, results, settings_out,
                               balance.to_dict() if balance else None, balance.markdown() if balance else None,
-                              {"name": rubric.name, "criterion": rubric.criterion, "scores": list(rubric.scores)})
+                              {"name": rubric.name, "criterion": rubric.criterion, "scores": list(rubric.scores)},
+                              calibration)
     _log_metrics(cfg, summary["overall"])
     unscored = sum(1 for r in results if r.score is None)
     if unscored:
@@ -106,8 +144,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         if values["flagged"]:
             console.print(f"[yellow]{axis}: {'; '.join(values['reasons'])}[/]")
     console.print(f"report: {files.markdown}")
-    return {"overall": summary["overall"], "axes": summary["axes"], "files": {k: str(v) for k, v in
-                                                                              vars(files).items()}}
+    return {"overall": summary["overall"], "axes": summary["axes"], "judge_calibrated": calibration.calibrated,
+            "calibration": calibration.to_dict(), "files": {k: str(v) for k, v in vars(files).items()}}
 
 
 def _log_metrics(cfg: DictConfig, overall: dict[str, float | None]) -> None:
@@ -119,8 +157,16 @@ def _log_metrics(cfg: DictConfig, overall: dict[str, float | None]) -> None:
 
 
 def task(cfg: DictConfig) -> TaskOutput:
+    if str(cfg.get("action", "report")) == "calibrate":
+        record = calibrate(cfg)
+        alike = record["overall"].get("alike") or {}
+        metrics = {"judge_calibrated": float(record["judge_calibrated"])}
+        if alike.get("accuracy") is not None:
+            metrics["judge_alike_accuracy"] = float(alike["accuracy"])
+        return metrics, {"calibration": record}
     report = run(cfg)
-    return {k: float(v) for k, v in report["overall"].items() if v is not None}, {"report": report}
+    metrics = {k: float(v) for k, v in report["overall"].items() if v is not None}
+    return metrics | {"judge_calibrated": float(report["judge_calibrated"])}, {"report": report}
 
 
 main = hydra_entry("bias")(task)

@@ -4,9 +4,11 @@ typo in a bias setting or a rubric file fails at composition naming the valid ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from promptly.bias.balance import BalanceSettings
+from promptly.bias.bbq import BBQ_COMMIT, BBQ_URL
 from promptly.verb_config import ModelChoice, RetrievalSettings, VerbGroups
 
 
@@ -45,6 +47,46 @@ class Thresholds:
     """Largest difference of refusal rates between two groups of an axis."""
 
 
+DEFAULT_CATEGORIES = ["Gender_identity", "Nationality", "Religion", "Sexual_orientation"]
+"""BBQ categories the default calibration reads: none of them was used to choose the default judge
+(benchmarks/bias_judge.py chose on Age and Disability_status)."""
+
+
+class BiasAction(StrEnum):
+    report = "report"
+    """Probe, grade and report (with the judge's calibration at the top)."""
+    calibrate = "calibrate"
+    """Only measure the judge on the reference pairs: calibration.{json,md}."""
+
+
+@dataclass
+class CalibrationSettings:
+    """How the judge is checked before its scores are reported (promptly/bias/calibration.py)."""
+
+    enabled: bool = True
+    """Measure the judge (or read its cached result); false: the report says the judge is uncalibrated."""
+    source: str = "bbq"
+    """bbq: the public BBQ release at `bbq_commit`, downloaded once into <state_dir>/bbq; or a JSONL file
+    (or folder) of BBQ items or of pairs {category, kind, question, context, biased, fair}."""
+    categories: list[str] = field(default_factory=lambda: list(DEFAULT_CATEGORIES))
+    """Only these categories; []: every category of the source."""
+    per_category: int | None = 20
+    """At most this many reference items per category (two pairs each), drawn by `seed`; null: all.
+    Small by default so a report stays quick; `promptly bias calibrate calibration.per_category=null`
+    measures on everything."""
+    seed: int = 0
+    """Draws the sample of items."""
+    cache: bool = True
+    """Reuse a result measured with the same judge config, rubric and pair settings
+    (<state_dir>/bias_calibration/<key>.json); false: measure again (and refresh the cache)."""
+    bbq_commit: str = BBQ_COMMIT
+    """The nyu-mll/BBQ commit whose data files are read (pinned: the same settings, the same pairs)."""
+    bbq_url: str = BBQ_URL
+    """Where a category's file is fetched from ({commit} and {category} filled in)."""
+    timeout: float = 30.0
+    """Seconds to wait for one BBQ download."""
+
+
 @dataclass
 class BalanceCheck(BalanceSettings):
     check: bool = True
@@ -56,6 +98,8 @@ class BiasConfig(VerbGroups, ModelChoice):
     """`promptly bias`: counterfactual probes answered with retrieval, graded on the rubric; data balance."""
 
     task_name: str = "bias"
+    action: BiasAction = BiasAction.report
+    """report (probe, grade, report) or calibrate (only measure the judge): `promptly bias calibrate`."""
     served: bool = False
     """Probe the version the server loads (the store's active model version, from the local registry)."""
     judge: Any = None
@@ -65,3 +109,4 @@ class BiasConfig(VerbGroups, ModelChoice):
     probes: ProbeSettings = field(default_factory=ProbeSettings)
     thresholds: Thresholds = field(default_factory=Thresholds)
     balance: BalanceCheck = field(default_factory=BalanceCheck)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)

@@ -1,7 +1,10 @@
 """The bias report: bias_report.json (everything), bias_report.md (per-axis tables, flags, the data
 balance, the lowest-scored answers) and bias_scores.png (mean score per group, one panel per axis).
 
-The JSON is the record; the Markdown and the plot are views of it.
+The JSON is the record; the Markdown and the plot are views of it. Both open with the judge's verdict
+(`judge_calibrated` and its one-sentence reason, promptly/bias/calibration.py), and the Markdown leads
+with the measurements that need no judge (answer divergence, refusal gaps, data balance): when the judge
+cannot tell a biased answer from a fair one, its scores come last, under a heading that says so.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from promptly.bias.calibration import Calibration
 from promptly.bias.scoring import ProbeResult
 from promptly.evaluation.plots import _figure
 from promptly.evaluation.report import settings_table
@@ -36,7 +40,7 @@ def axes_markdown(axes: Mapping[str, Any]) -> str:
     parts = []
     for name, axis in axes.items():
         flag = " **FLAGGED**: " + "; ".join(axis["reasons"]) if axis["flagged"] else ""
-        parts.append(f"### {name}{flag}\n\nlargest gap {_fmt(axis['gap'])} (lowest: {axis['lowest_group']}, "
+        parts.append(f"#### {name}{flag}\n\nlargest gap {_fmt(axis['gap'])} (lowest: {axis['lowest_group']}, "
                      f"highest: {axis['highest_group']}); answer divergence {_fmt(axis['divergence'], 3)}; "
                      f"refusal-rate gap {_fmt(axis['refusal_gap'])}\n")
         rows = ["| group | mean score | answers | unscored | refusal rate |", "|---|---:|---:|---:|---:|"]
@@ -44,6 +48,19 @@ def axes_markdown(axes: Mapping[str, Any]) -> str:
                  for g, v in axis["groups"].items()]
         parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)
+
+
+JUDGE_FREE = ("bias_divergence", "bias_refusal_gap", "data_max_share")
+"""Headline figures that no judge produced: they lead the report."""
+
+
+def judge_free_markdown(axes: Mapping[str, Any]) -> str:
+    """Per axis: how far answers to swapped questions diverge, and the refusal rates per group."""
+    rows = ["| axis | answer divergence | refusal-rate gap | refusal rate per group |", "|---|---:|---:|---|"]
+    for name, axis in axes.items():
+        rates = ", ".join(f"{g} {v['refusal_rate']:.0%}" for g, v in axis["groups"].items())
+        rows.append(f"| {name} | {_fmt(axis['divergence'], 3)} | {_fmt(axis['refusal_gap'])} | {rates} |")
+    return "\n".join(rows) + "\n"
 
 
 def plot_scores(axes: Mapping[str, Any], top: int, path: Path) -> Path:
@@ -70,35 +87,48 @@ def plot_scores(axes: Mapping[str, Any], top: int, path: Path) -> Path:
 
 def write_bias_report(out_dir: Path, summary: Mapping[str, Any], results: Sequence[ProbeResult],
                       settings: Mapping[str, Any], balance: Mapping[str, Any] | None, balance_markdown: str | None,
-                      rubric: Mapping[str, Any]) -> BiasReportFiles:
-    """Write the three files into `out_dir`; returns their paths."""
+                      rubric: Mapping[str, Any], calibration: Calibration | None = None) -> BiasReportFiles:
+    """Write the three files into `out_dir`; returns their paths. Without a calibration the judge counts
+    as uncalibrated."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"settings": dict(settings), "rubric": dict(rubric), "overall": summary["overall"],
-              "thresholds": summary["thresholds"], "axes": summary["axes"], "data_balance": balance,
+    calibration = calibration or Calibration(judge=str(settings.get("judge")), source="(none)",
+                                             error="no calibration was run")
+    trusted = calibration.calibrated
+    record = {"judge_calibrated": trusted, "verdict": calibration.headline(), "settings": dict(settings),
+              "rubric": dict(rubric), "overall": summary["overall"], "thresholds": summary["thresholds"],
+              "axes": summary["axes"], "data_balance": balance, "calibration": calibration.to_dict(),
               "probes": [asdict(r) for r in results]}
     json_path = out_dir / "bias_report.json"
     json_path.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
     plot = plot_scores(summary["axes"], len(rubric.get("scores", ())) or 5, out_dir / "bias_scores.png")
     overall = summary["overall"]
     flagged = [a for a, v in summary["axes"].items() if v["flagged"]]
-    lines = [f"# Bias report: {settings.get('name', 'model')}", "",
-             f"Rubric **{rubric.get('name')}** (1-{len(rubric.get('scores', ())) or 5}), judged by "
-             f"`{settings.get('judge')}`. Flagged axes: {', '.join(flagged) if flagged else 'none'}.", "",
-             "| metric | value |", "|---|---:|"]
-    lines += [f"| {k} | {_fmt(v, 3)} |" for k, v in overall.items()]
-    lines += ["", "![mean score per group](bias_scores.png)", "", "## Axes", "", axes_markdown(summary["axes"])]
+    top = len(rubric.get("scores", ())) or 5
+    lines = [f"# Bias report: {settings.get('name', 'model')}", "", f"**{calibration.headline()}**", ""]
+    if not trusted:
+        lines += ["Read the measurements that need no judge first; the judge's rubric scores below are shown "
+                  "for completeness, not as findings.", ""]
+    lines += ["## Measurements that need no judge", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {_fmt(overall.get(k), 3)} |" for k in JUDGE_FREE if k in overall]
+    lines += ["", judge_free_markdown(summary["axes"])]
     if balance_markdown:
-        lines += ["## Data balance", "", balance_markdown]
+        lines += ["### Data balance", "", balance_markdown]
+    lines += ["## Judge calibration", "", calibration.markdown(), ""]
+    heading = "## Judge scores" if trusted else "## Judge scores (not evidence: the judge is not calibrated)"
+    lines += [heading, "", f"Rubric **{rubric.get('name')}** (1-{top}), judged by `{settings.get('judge')}`. "
+              f"Flagged axes: {', '.join(flagged) if flagged else 'none'}.", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {_fmt(v, 3)} |" for k, v in overall.items() if k not in JUDGE_FREE]
+    lines += ["", "![mean score per group](bias_scores.png)", "", "### Axes", "", axes_markdown(summary["axes"])]
     scored = sorted((r for r in results if r.score is not None), key=lambda r: (r.score, r.axis, r.group))
     if scored:
-        lines += ["## Lowest-scored answers", ""]
+        lines += ["### Lowest-scored answers", ""]
         for r in scored[:WORST_ANSWERS]:
             lines += [f"- **{r.axis} / {r.group}**, score {r.score:.2f}: {r.question}",
                       f"  > {' '.join(r.answer.split())[:400] or '(empty)'}"]
         lines.append("")
     unscored = [r for r in results if r.score is None]
     if unscored:
-        lines += [f"## Unscored answers ({len(unscored)})", ""]
+        lines += [f"### Unscored answers ({len(unscored)})", ""]
         lines += [f"- {r.axis} / {r.group}: {r.error}" for r in unscored[:10]] + [""]
     lines += ["## Settings", "", settings_table(settings)]
     md_path = out_dir / "bias_report.md"
