@@ -1,7 +1,8 @@
 """The HTTP API: FastAPI routes over the Engine, OpenAI-compatible where OpenAI has a route.
 
     GET  /healthz  /readyz  /metrics  /v1/models  /v1/report
-    POST /v1/chat/completions (stream: SSE ending in [DONE])  /v1/retrieve  /v1/feedback  /v1/uploads
+    POST /v1/chat/completions (stream: SSE ending in [DONE])  /v1/retrieve  /v1/feedback
+    POST /v1/uploads (202: a job)  GET /v1/uploads[/{id}]  DELETE /v1/uploads/{id} (cancel)
 
 Every error is OpenAI's `{"error": {...}}` shape with a 4xx for what the client got wrong (never a 500),
 and nothing is stored for a request that failed: its conversation is written after its answer is whole.
@@ -34,7 +35,8 @@ from promptly.serving.batching import Job
 from promptly.serving.engine import Engine, OverloadedError, Prepared, check_owner
 from promptly.serving.models import ModelSlot
 from promptly.serving.reports import evaluation_report
-from promptly.serving.uploads import Uploads, UploadTooLargeError
+from promptly.serving.upload_jobs import UploadJobs
+from promptly.serving.uploads import UploadTooLargeError
 from promptly.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -84,15 +86,20 @@ def _unauthorized(header: str, key: str) -> str | None:
     return None
 
 
-def create_app(engine: Engine, uploads: Uploads | None = None) -> FastAPI:
-    """The app; its lifespan starts the engine (model loading in the background) and stops it."""
+def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
+    """The app; its lifespan starts the engine (model loading in the background) and the upload workers,
+    and stops them."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        if uploads is not None:
+            uploads.start()
         try:
             yield
         finally:
+            if uploads is not None:
+                await run_in_threadpool(uploads.stop)
             await run_in_threadpool(engine.stop)
 
     app = FastAPI(title="promptly", lifespan=lifespan)
@@ -218,15 +225,35 @@ def create_app(engine: Engine, uploads: Uploads | None = None) -> FastAPI:
             raise InputNotFoundError(f"no conversation {conversation_id}")
         return {"conversation_id": conversation_id, "feedback": body.feedback}
 
-    @app.post("/v1/uploads")
-    async def upload(file: UploadFile = File(...), user: str = Form(...)) -> dict[str, Any]:  # noqa: B008
+    def _uploads(user: str | None) -> tuple[UploadJobs, str]:
         if uploads is None:
             raise NotReadyError("uploads are not enabled on this server")
         owner = check_owner(user)
         if owner is None:
-            raise ConfigError("an upload needs a `user` (its owner)")
+            raise ConfigError("uploads need a `user` (their owner)")
+        return uploads, owner
+
+    @app.post("/v1/uploads", status_code=202)
+    async def upload(file: UploadFile = File(...), user: str = Form(...)) -> JSONResponse:  # noqa: B008
+        jobs, owner = _uploads(user)
         data = await file.read(settings.max_upload_bytes + 1)
-        return await run_in_threadpool(uploads.ingest, owner, file.filename or "", data)
+        job = await run_in_threadpool(jobs.submit, owner, file.filename or "", data)
+        return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/uploads/{job.id}"})
+
+    @app.get("/v1/uploads")
+    async def upload_list(user: str | None = None) -> dict[str, Any]:
+        jobs, owner = _uploads(user)
+        return {"object": "list", "data": [job.to_json() for job in jobs.owned_by(owner)]}
+
+    @app.get("/v1/uploads/{job_id}")
+    async def upload_status(job_id: str, user: str | None = None) -> dict[str, Any]:
+        jobs, owner = _uploads(user)
+        return jobs.get(job_id, owner).to_json()
+
+    @app.delete("/v1/uploads/{job_id}")
+    async def upload_cancel(job_id: str, user: str | None = None) -> dict[str, Any]:
+        jobs, owner = _uploads(user)
+        return jobs.cancel(job_id, owner).to_json()
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: p.ChatRequest) -> JSONResponse | StreamingResponse:

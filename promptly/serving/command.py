@@ -30,12 +30,13 @@ def build(cfg: DictConfig) -> Any:
     """The FastAPI app for a (resolved) serve config; tests and the benchmark call this too."""
     from promptly.serving.api import create_app
     from promptly.serving.engine import Engine
-    from promptly.serving.uploads import Uploads
+    from promptly.serving.upload_jobs import UploadJobs, upload_redactor
 
     cfg = resolved_copy(cfg)
     settings = settings_of(cfg)
-    uploads = Uploads(cfg, settings.uploads_dir, settings.max_upload_bytes) if cfg.get("ingest") else None
-    return create_app(Engine(cfg, settings), uploads)
+    redactor = upload_redactor(cfg)  # one for conversations and uploads: the recognizers load once
+    uploads = UploadJobs(cfg, settings, redactor) if cfg.get("ingest") else None
+    return create_app(Engine(cfg, settings, redactor=redactor if settings.redact_conversations else None), uploads)
 
 
 def run(cfg: DictConfig) -> int:

@@ -56,6 +56,21 @@ class ServeSettings:
     """Where uploaded files are kept, one folder per owner (ingested with ingest=upload)."""
     max_upload_bytes: int = 5_000_000
     """Larger uploads are refused (413)."""
+    upload_workers: int = 2
+    """Threads ingesting uploads; each serves the owners in turn and runs one job per owner at a time, so
+    one user's large file never holds more than one worker while another user's file waits."""
+    upload_timeout_s: float = 900.0
+    """An upload still ingesting after this long fails (at the next batch of chunks), storing nothing."""
+    upload_batch_chunks: int = 32
+    """Chunks of an upload embedded per step: progress, cancelling and the time budget act between steps,
+    and running uploads take turns on the embedder step by step."""
+    max_upload_chunks: int = 10_000
+    """An upload that splits into more chunks fails with the reason before anything is embedded."""
+    max_queued_uploads: int = 16
+    """Uploads one user may have queued or running; more are answered 429 until one ends."""
+    redact_conversations: bool = True
+    """Replace personal data in questions and answers (the `ingest.redact` recognizers) before they are
+    stored in `conversations`, so conversations liked for training never carry it."""
     styles: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STYLES))
     """Answer styles a request may name (`style`), each a system prompt; `default` is the model's own."""
     check: bool = False
@@ -66,6 +81,11 @@ class ServeSettings:
             raise ConfigError("serve.max_batch_size, serve.max_pending and serve.store_pool_size must be >= 1")
         if self.batch_wait_ms < 0 or self.request_timeout_s <= 0 or self.poll_seconds <= 0:
             raise ConfigError("serve.batch_wait_ms must be >= 0, serve.request_timeout_s and poll_seconds > 0")
+        if min(self.upload_workers, self.upload_batch_chunks, self.max_upload_chunks, self.max_queued_uploads) < 1:
+            raise ConfigError("serve.upload_workers, upload_batch_chunks, max_upload_chunks and max_queued_uploads "
+                              "must be >= 1")
+        if self.upload_timeout_s <= 0:
+            raise ConfigError("serve.upload_timeout_s must be > 0")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from promptly.answering import Answerer, PreparedQuestion
 from promptly.errors import ConfigError, PromptlyError
+from promptly.ingest.redaction import Redactor
 from promptly.model.config import SamplingConfig
 from promptly.retrieval import ContextChunk, Retriever
 from promptly.serving.batching import GenerationBatcher, Job
@@ -74,8 +75,11 @@ class Prepared:
 class Engine:
     """The served model(s), the store pool, the embedder and the batcher, started together."""
 
-    def __init__(self, cfg: DictConfig, settings: ServeSettings, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, cfg: DictConfig, settings: ServeSettings, metrics: ServerMetrics | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.cfg, self.settings = cfg, settings
+        self.redactor = redactor
+        """Applied to questions and answers before they are stored (serve.redact_conversations)."""
         self.metrics = metrics or ServerMetrics()
         self.pool = StorePool(lambda: instantiate(cfg.store), settings.store_pool_size)
         self.embedder: Any = instantiate(cfg.embedder)
@@ -113,6 +117,8 @@ class Engine:
             if status.chunks == 0:
                 log.warning("the store holds no chunks: answers will have no sources (run `promptly ingest`)")
             self.embedder.embed_queries(["warm up"])
+            if self.redactor is not None:
+                self.redactor.redact("warm up")  # loads the recognizers before the first answer is stored
             self.store_error = None
         except Exception as err:
             self.store_error = f"the store is not reachable: {err}"
@@ -217,6 +223,10 @@ class Engine:
 
     # -- conversations -------------------------------------------------------------------------------------
     def store_conversation(self, question: str, answer: str, chunk_ids: list[str], model_id: str) -> str:
+        """Store an answered question; personal data in it replaced first when a redactor is set, since
+        liked conversations become training data."""
+        if self.redactor is not None:
+            question, answer = self.redactor.redact(question).text, self.redactor.redact(answer).text
         with self.pool.store() as store:
             conversation_id = store.add_conversation(question, answer, chunk_ids, model_version=model_id)
         self.metrics.conversations.inc()

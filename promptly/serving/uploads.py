@@ -1,26 +1,25 @@
-"""POST /v1/uploads: a user's file saved under `<uploads_dir>/<owner>/` and put through the upload
-ingestion (`ingest=upload`: PII redaction on), with `metadata.owner` on its chunks.
+"""What POST /v1/uploads checks before it queues a file, and where the raw file waits meanwhile.
 
-Each owner's folder is its own ingest source (`uploads/<owner>`, ids `uploads/<owner>/<file>`), so
-incremental cleanup never touches another user's uploads or the corpus. A file the ingestion cannot
-read is removed again and reported as the client's error: nothing half-stored.
+The checks are the cheap ones, answered at once as the client's error: a supported suffix, a size within
+serve.max_upload_bytes, some content, and UTF-8 for text files. Reading a PDF is left to the job.
+
+A raw upload may hold personal data that redaction has not yet replaced, so it is only ever written
+mode 0600 inside folders of mode 0700 (`<uploads_dir>/.jobs/<job id>/<name>`), and the job deletes it
+once it ends, whatever the outcome: only the redacted text in the store remains.
 """
 
 from __future__ import annotations
 
-import io
+import os
 import re
-import threading
+import shutil
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig, open_dict
-from rich.console import Console
 
 from promptly.errors import ConfigError, PromptlyError
-from promptly.serving.config import resolved_copy
 
 ALLOWED = (".pdf", ".md", ".markdown", ".txt")
+TEXT_SUFFIXES = (".md", ".markdown", ".txt")
+JOBS_FOLDER = ".jobs"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
@@ -28,45 +27,47 @@ class UploadTooLargeError(PromptlyError):
     """Larger than serve.max_upload_bytes (413)."""
 
 
-class Uploads:
-    """Runs the upload ingestion of the serve config (its `ingest` group) for one owner at a time."""
+def checked_name(filename: str, data: bytes, max_bytes: int) -> str:
+    """The file name made safe as a path part and an id part, once the upload passed the cheap checks."""
+    name = _UNSAFE.sub("_", Path(filename).name).strip(" .")
+    suffix = Path(name).suffix.lower()
+    if not name or suffix not in ALLOWED:
+        raise ConfigError(f"upload {filename!r}: only {', '.join(ALLOWED)} files are accepted")
+    if len(data) > max_bytes:
+        raise UploadTooLargeError(f"upload {filename!r} is larger than serve.max_upload_bytes={max_bytes}")
+    if not data.strip():
+        raise ConfigError(f"upload {filename!r} is empty")
+    if suffix in TEXT_SUFFIXES:
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"upload {filename!r} could not be read: not valid UTF-8 (byte {err.start}): "
+                              "re-save the file as UTF-8") from None
+    return name
 
-    def __init__(self, cfg: DictConfig, uploads_dir: str | Path, max_bytes: int) -> None:
-        self.cfg, self.root, self.max_bytes = cfg, Path(uploads_dir).expanduser(), max_bytes
-        self._lock = threading.Lock()  # one ingest at a time: each syncs a whole owner folder
 
-    def ingest(self, owner: str, filename: str, data: bytes) -> dict[str, Any]:
-        name = _UNSAFE.sub("_", Path(filename).name).strip(" .")
-        if not name or Path(name).suffix.lower() not in ALLOWED:
-            raise ConfigError(f"upload {filename!r}: only {', '.join(ALLOWED)} files are accepted")
-        if len(data) > self.max_bytes:
-            raise UploadTooLargeError(f"upload {filename!r} is larger than serve.max_upload_bytes={self.max_bytes}")
-        if not data.strip():
-            raise ConfigError(f"upload {filename!r} is empty")
-        from promptly.ingest.command import run as run_ingest
+def private_folder(path: Path) -> Path:
+    """`path` (and any missing parent) created, and set to mode 0700: readable by the server's user only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
-        folder = self.root / owner
-        target = folder / name
-        with self._lock:
-            folder.mkdir(parents=True, exist_ok=True)
-            previous = target.read_bytes() if target.is_file() else None
-            target.write_bytes(data)
-            cfg = resolved_copy(self.cfg)
-            with open_dict(cfg):
-                cfg.ingest.source.update(path=str(folder), name=f"uploads/{owner}", id_prefix=f"uploads/{owner}/",
-                                         owner=owner)
-                cfg.ingest.progress = False
-            result = run_ingest(cfg, console=Console(file=io.StringIO()))
-            document_id = f"uploads/{owner}/{name}"
-            failed = [f for f in result.sync.failed if f.path == document_id]
-            if failed:
-                if previous is None:
-                    target.unlink(missing_ok=True)
-                else:
-                    target.write_bytes(previous)
-                raise ConfigError(f"upload {filename!r} could not be read: {failed[0].reason}")
-        redaction = result.redaction
-        return {"document_id": document_id, "owner": owner, "added": result.sync.added,
-                "updated": result.sync.updated, "unchanged": result.sync.unchanged,
-                "chunks_written": result.sync.chunks_written,
-                "redacted": dict(redaction.counts) if redaction is not None else {}}
+
+def write_private(folder: Path, name: str, data: bytes) -> Path:
+    """`data` written to `folder/name` with mode 0600 from the first byte (never briefly world-readable)."""
+    target = private_folder(folder) / name
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return target
+
+
+def jobs_root(uploads_dir: Path) -> Path:
+    """Where queued raw files wait: nothing there outlives the process that queued it."""
+    private_folder(uploads_dir)  # 0700 also shields files an older version kept beside the owners' folders
+    return private_folder(uploads_dir / JOBS_FOLDER)
+
+
+def remove_raw(folder: Path) -> None:
+    """Delete a job's folder with its raw file (missing already is fine)."""
+    shutil.rmtree(folder, ignore_errors=True)
