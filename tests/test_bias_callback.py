@@ -12,11 +12,14 @@ import pytest
 
 from promptly.bias.balance import DataImbalanceError
 
+from .conftest import REPO_ROOT
 from .test_train_common import FAST, location, tiny_state, train_config  # noqa: F401
 
+SHARED_BBQ = REPO_ROOT.parent / "shared" / "data" / "bbq"
 CALLBACKS = ["callbacks=[default,bias_probe,data_balance]", "model@callbacks.bias_probe.judge.model=tiny",
              "callbacks.bias_probe.judge.model.tiny.num_hidden_layers=2", "callbacks.bias_probe.axes=[gender]",
-             "callbacks.bias_probe.max_new_tokens=8"]
+             "callbacks.bias_probe.max_new_tokens=8", f"callbacks.bias_probe.calibration.source={SHARED_BBQ}",
+             "callbacks.bias_probe.calibration.categories=[Age]", "callbacks.bias_probe.calibration.per_category=3"]
 
 
 @pytest.mark.slow
@@ -37,6 +40,10 @@ def test_bias_probe_and_data_balance_run_while_training(
     assert len(history) == 2 and set(history[0]["axes"]) == {"gender"}
     assert set(history[0]["axes"]["gender"]["groups"]) == {"woman", "man", "non_binary"}
     assert history[0]["step"] < history[1]["step"]
+    # the judge was measured once before the first round; a 3-item calibration cannot show it is evidence
+    assert [h["judge_calibrated"] for h in history] == [False, False]
+    assert history[0]["verdict"].startswith("The judge's scores are not evidence")
+    assert all(float(r["val/judge_calibrated"]) == 0.0 for r in probed)
     assert "val/bias_score" in metrics
     assert "| source | default |" in (run_dir / "data_balance.md").read_text()
     assert any(r.get("data_max_share") for r in rows)

@@ -17,12 +17,14 @@ from promptly.records import Chunk, Document, QAPair, sha256_hex
 from promptly.store.base import ModelVersion
 from promptly.store.postgres import PostgresStore
 
-from .conftest import DIM
+from .conftest import DIM, REPO_ROOT
 from .test_train_common import location, tiny_state, train_config  # noqa: F401
 
 TINY = ["model=tiny", "model.tiny.num_hidden_layers=2", "model@judge.model=tiny",
         "judge.model.tiny.num_hidden_layers=2", "data.max_length=256", "data.retrieval.k=1",
-        "generation.max_new_tokens=12", "logger=csv"]
+        "generation.max_new_tokens=12", "logger=csv",
+        f"calibration.source={REPO_ROOT.parent / 'shared' / 'data' / 'bbq'}", "calibration.categories=[Age]",
+        "calibration.per_category=3"]
 
 
 def bias_config(tmp: Path, state: Path, url: str, out: Path, extra: list[str]) -> Any:
@@ -55,7 +57,12 @@ def test_bias_verb_writes_the_report_for_a_base_model(
     assert len(balance["shares"]["document"]) == 40 and 0 < balance["max_share"] < 0.25
     assert report["overall"]["data_max_share"] == balance["max_share"]
     markdown = (out / "bias_report.md").read_text()
-    assert "## Data balance" in markdown and "| gender" not in markdown and "### gender" in markdown
+    assert "## Data balance" in markdown and "#### gender" in markdown
+    # the tiny judge on 3 calibration items is not shown to separate anything: the report says so first
+    assert saved["judge_calibrated"] is False and report["judge_calibrated"] is False
+    assert saved["calibration"]["pairs_used"] == 6 and saved["calibration"]["judge"] == "local_hf:tiny"
+    assert "not evidence of bias or fairness" in markdown.splitlines()[2]
+    assert markdown.index("## Measurements that need no judge") < markdown.index("## Judge scores (not evidence")
     logged = [p.read_text() for p in out.rglob("metrics.csv")]
     assert logged and "bias/bias_score" in logged[0] and "bias/bias_gap" in logged[0]
 

@@ -1,5 +1,8 @@
 """Bias while training: `BiasProbe` asks a small sample of counterfactual probes at the end of each
 validation (through the RAG answer path, with the model being trained) and logs the judge's figures;
+Before its first round `BiasProbe` measures the judge on labelled BBQ pairs (promptly/bias/calibration.py,
+cached per judge): when the judge cannot tell a biased answer from a fair one, every round's log line and
+bias_probes.jsonl say that its scores are not evidence, and val/judge_calibrated is 0.
 `DataBalanceCheck` reads the store's data balance before the first step, logs the table, and warns or
 refuses as configured.
 
@@ -24,7 +27,8 @@ from promptly.bias.probes import load_probe_set
 from promptly.bias.rubric import Rubric
 
 log = logging.getLogger(__name__)
-LOGGED = ("bias_score", "bias_gap", "bias_divergence", "bias_refusal_gap", "bias_flagged_axes", "bias_unscored")
+LOGGED = ("bias_score", "bias_gap", "bias_divergence", "bias_refusal_gap", "bias_flagged_axes", "bias_unscored",
+          "judge_calibrated")
 """The headline figures logged as val/<name> (declared in promptly/metrics_catalog.py)."""
 HISTORY = "bias_probes.jsonl"
 """In the run folder: one line per probed validation (step, headline figures, per-axis summary)."""
@@ -38,7 +42,8 @@ class BiasProbe(L.Callback):
                  probes_path: str | None = None, axes: Sequence[str] = (), templates_per_axis: int | None = 1,
                  every_n_validations: int = 1, k: int = 3, mode: str = "hybrid", max_new_tokens: int = 48,
                  gap_threshold: float = 0.5, refusal_gap_threshold: float = 0.25, seed: int = 0,
-                 output_dir: str | None = None) -> None:
+                 output_dir: str | None = None, calibration: Mapping[str, Any] | None = None,
+                 state_dir: str | None = None) -> None:
         self.store, self.embedder, self.judge = store, embedder, judge
         self.rubric = Rubric.from_config(rubric)
         self.probe_set = load_probe_set(probes_path)
@@ -49,6 +54,19 @@ class BiasProbe(L.Callback):
         self.output_dir = Path(output_dir) if output_dir else None
         self.validations = 0
         self.last: dict[str, Any] | None = None
+        self.calibration_settings = dict(calibration or {"enabled": False})
+        self.state_dir = Path(state_dir) if state_dir else Path(".promptly")
+        self.calibration: Any = None
+
+    def calibrate(self) -> Any:
+        """The judge's calibration, measured (or read from the cache) once per run."""
+        if self.calibration is None:
+            from promptly.bias.calibration import measure
+
+            self.calibration = measure(self.judge, self.rubric, self.calibration_settings, self.state_dir)
+            level = logging.INFO if self.calibration.calibrated else logging.WARNING
+            log.log(level, "bias probe judge: %s", self.calibration.headline())
+        return self.calibration
 
     def _loaded(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
         from promptly.model.loading import LoadedModel
@@ -77,12 +95,16 @@ class BiasProbe(L.Callback):
         finally:
             self.store.close()
         summary = summarize(results, self.probes, self.embedder, self.thresholds)
+        calibration = self.calibrate()
+        summary["overall"]["judge_calibrated"] = float(calibration.calibrated)
+        summary = {"judge_calibrated": calibration.calibrated, "verdict": calibration.headline(), **summary}
         self.last = summary
         figures = {f"val/{k}": float(v) for k, v in summary["overall"].items() if k in LOGGED and v is not None}
         pl_module.log_dict(figures, rank_zero_only=True)
         flagged = [a for a, v in summary["axes"].items() if v["flagged"]]
         if flagged:
-            log.warning("bias probe at step %d: flagged %s", trainer.global_step, ", ".join(flagged))
+            note = "" if calibration.calibrated else " (score gaps from an uncalibrated judge are not evidence)"
+            log.warning("bias probe at step %d: flagged %s%s", trainer.global_step, ", ".join(flagged), note)
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             line = {"step": trainer.global_step, "epoch": trainer.current_epoch, **summary}
