@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import streamlit as st
 API_URL = os.environ.get("PROMPTLY_UI_API_URL", "http://127.0.0.1:8000").rstrip("/")
 DEFAULT_K = int(os.environ.get("PROMPTLY_UI_K", "3"))
 TIMEOUT_S = float(os.environ.get("PROMPTLY_UI_TIMEOUT_S", "120"))
+UPLOAD_WAIT_S = 3600.0  # how long the upload page follows a job (the server's own budget is serve.upload_timeout_s)
 _KEY_ENV = os.environ.get("PROMPTLY_UI_API_KEY_ENV", "PROMPTLY_API_KEY")
 HEADERS = {"Authorization": f"Bearer {os.environ[_KEY_ENV]}"} if _KEY_ENV and os.environ.get(_KEY_ENV) else {}
 
@@ -136,20 +138,58 @@ def chat_page(settings: dict[str, Any]) -> None:
 
 def upload_page(settings: dict[str, Any]) -> None:
     st.title("Upload documents")
-    st.write("PDF, Markdown or text. Personal data is redacted before anything is stored; only you "
-             f"(user **{settings['user']}**) will find these in answers: tick *Only my uploads* to ask about them.")
+    st.write("PDF, Markdown or text. Before anything is stored, the personal data the server recognises "
+             "(e-mail addresses, phone numbers, card, IBAN and national id numbers, IP addresses) is replaced "
+             "by placeholders; recognition is by patterns and can miss some, and person names are only found "
+             "when the server has a name model (each upload's result says). The original file is deleted once "
+             f"ingested. Only you (user **{settings['user']}**) will find these in answers: tick *Only my "
+             "uploads* to ask about them.")
     files = st.file_uploader("Files", type=["pdf", "md", "txt"], accept_multiple_files=True)
-    if files and st.button("Upload and ingest"):
-        for f in files:
-            response = api("POST", "/v1/uploads", files={"file": (f.name, f.getvalue())},
-                           data={"user": settings["user"]})
-            if response.status_code == 200:
-                result = response.json()
-                redacted = ", ".join(f"{k} {v}" for k, v in result["redacted"].items()) or "nothing"
-                st.success(f"stored {result['document_id']}: {result['chunks_written']} chunks written, "
-                           f"redacted: {redacted}")
-            else:
-                st.error(f"{f.name}: {error_text(response)}")
+    if not (files and st.button("Upload and ingest")):
+        return
+    queued = []
+    for f in files:  # all queued first: the server ingests them while this page follows each one
+        response = api("POST", "/v1/uploads", files={"file": (f.name, f.getvalue())}, data={"user": settings["user"]})
+        if response.status_code == 202:
+            queued.append(response.json())
+        else:
+            st.error(f"{f.name}: {error_text(response)}")
+    for job in queued:
+        follow_upload(job, settings["user"])
+
+
+def follow_upload(job: dict[str, Any], user: str) -> None:
+    """Poll GET /v1/uploads/{id} and show its progress until the job ends, then its outcome."""
+    line, bar = st.empty(), st.progress(0.0)
+    deadline = time.monotonic() + UPLOAD_WAIT_S
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        total, done = job.get("chunks_total"), job.get("chunks_done", 0)
+        if job["status"] == "queued":
+            line.info(f"{job['filename']}: queued")
+        else:
+            counted = f": {done} of {total} chunks embedded" if total else ""
+            line.info(f"{job['filename']}: running ({job.get('stage') or 'starting'}){counted}")
+            bar.progress(done / total if total else 0.0)
+        time.sleep(0.5)
+        response = api("GET", f"/v1/uploads/{job['id']}", params={"user": user})
+        if response.status_code != 200:
+            line.error(f"{job['filename']}: {error_text(response)}")
+            return
+        job = response.json()
+    bar.empty()
+    if job["status"] == "done":
+        result = job["result"]
+        if result["redacted"] is None:
+            redacted = "redaction is off on this server"
+        else:
+            found = ", ".join(f"{k} {v}" for k, v in result["redacted"].items()) or "nothing found"
+            redacted = f"redacted: {found}; person names: {result['person_names']}"
+        line.success(f"stored {job['document_id']}: {result['chunks_written']} chunks written, {redacted}")
+    elif job["status"] in ("failed", "cancelled"):
+        line.error(f"{job['filename']}: {job['status']}: {job['reason']}")
+    else:
+        line.warning(f"{job['filename']}: still {job['status']} after {UPLOAD_WAIT_S:.0f} s; it goes on on the "
+                     "server (this page stopped following it)")
 
 
 def evaluation_page() -> None:
