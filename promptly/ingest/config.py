@@ -89,6 +89,13 @@ class IngestConfig:
     """How documents become chunks; a change re-chunks every document on the next ingest."""
     cleanup: Cleanup = Cleanup.incremental
     """incremental, full or none: what is deleted when documents vanish from the source."""
+    max_delete_fraction: float = 0.5
+    """Largest share of the stored documents (or QA pairs) in cleanup's scope one ingest may delete; past it,
+    or when it would delete all of them, the ingest changes nothing and exits 1 (a wrong path, a second corpus)."""
+    allow_mass_delete: bool = False
+    """Let this ingest delete past max_delete_fraction, and accept an empty source (deletes are meant)."""
+    dry_run: bool = False
+    """Print what the ingest would add, update and delete (counts and the first ids) and write nothing."""
     embed_batch_chunks: int = 256
     """Chunks (of several documents) embedded together."""
     auto_migrate: bool = True

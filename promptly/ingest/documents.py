@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptly.errors import InputNotFoundError
 from promptly.records import Document, sha256_hex
 from promptly.textsafe import clean_text, clean_value
 
@@ -54,6 +56,8 @@ class SourceConfig:
 def discover(source: SourceConfig) -> tuple[Path, list[Path]]:
     """The root that ids are relative to, and the matching files in a stable order."""
     path = Path(source.path).expanduser()
+    if path.exists() and not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise InputNotFoundError(f"ingest.source.path={source.path} cannot be read (permission denied)")
     if path.is_dir():
         root = path
         candidates = [p for p in path.rglob("*") if p.is_file()]
@@ -63,7 +67,8 @@ def discover(source: SourceConfig) -> tuple[Path, list[Path]]:
     elif path.is_file():
         root, candidates = path.parent, [path]
     else:
-        raise FileNotFoundError(f"ingest.source.path={source.path} is neither a folder, a file nor a glob")
+        raise InputNotFoundError(f"ingest.source.path={source.path} does not exist "
+                                 "(neither a folder, a file nor a glob)")
     suffixes = {s.lower() for s in source.suffixes}
     files = [
         p for p in candidates

@@ -13,7 +13,7 @@ from promptly.ingest.documents import LoadFailure
 from promptly.ingest.embedding import Embedder
 from promptly.ingest.redaction import Redaction
 from promptly.ingest.splits import SplitConfig, split_for_document
-from promptly.ingest.sync import CleanupMode
+from promptly.ingest.sync import ALLOW_SETTING, CleanupMode, DeletionGuard
 from promptly.records import QAPair
 from promptly.store.base import ChunkStore
 
@@ -78,13 +78,14 @@ def read_qa_file(path: Path, split: SplitConfig, redact: Redact | None = None,
 
 def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: SplitConfig,
                   cleanup: CleanupMode = "incremental", source_name: str | None = None,
-                  redact: Redact | None = None) -> QAReport:
+                  redact: Redact | None = None, guard: DeletionGuard | None = None) -> QAReport:
     """Store the file's pairs, each linked to the chunk of its document that best matches its answer.
 
     Links are recomputed only where the stored ones no longer exist (the document was re-chunked),
     so re-ingesting an unchanged corpus embeds nothing. Pairs an earlier version of the file stored
     and this one no longer has are deleted as `cleanup` deletes documents (`incremental`: only those
-    of this source's documents; `none`: never); generated pairs are never touched.
+    of this source's documents; `none`: never); generated pairs are never touched. `guard` (default:
+    DeletionGuard()) keeps them all, and reports why, when that would remove more than it allows.
     """
     report = QAReport()
     pairs, report.failed = read_qa_file(path, split, redact, report.redacted)
@@ -108,19 +109,28 @@ def load_qa_pairs(path: Path, store: ChunkStore, embedder: Embedder, split: Spli
     report.linked = len(to_link)
     report.loaded = store.upsert_qa_pairs(ready)
     if cleanup != "none":
-        _remove_stale(store, {p.id for p in pairs}, unreadable, cleanup, source_name, report)
+        _remove_stale(store, {p.id for p in pairs}, unreadable, cleanup, source_name, report,
+                      guard or DeletionGuard())
     return report
 
 
 def _remove_stale(store: ChunkStore, in_file: set[str], unreadable: int, cleanup: CleanupMode,
-                  source_name: str | None, report: QAReport) -> None:
+                  source_name: str | None, report: QAReport, guard: DeletionGuard) -> None:
     scope = set(store.document_hashes(source_name)) if cleanup == "incremental" else None
-    stale = [p.id for p in store.iter_qa_pairs(origin="file")
-             if p.id not in in_file and (scope is None or p.document_id in scope)]
+    in_scope = [p.id for p in store.iter_qa_pairs(origin="file") if scope is None or p.document_id in scope]
+    stale = [pair_id for pair_id in in_scope if pair_id not in in_file]
     if stale and unreadable:
         report.kept_stale = len(stale)
         log.warning("%d stored QA pairs are no longer in the QA file but were kept: %d of its lines could not "
                     "be read; fix them and ingest again", len(stale), unreadable)
+        return
+    if stale and not guard.allow_mass_delete and (len(stale) == len(in_scope)
+                                                  or len(stale) / len(in_scope) > guard.max_fraction):
+        report.kept_stale = len(stale)
+        report.failed.append(LoadFailure(
+            "qa file", f"would remove {len(stale)} of the {len(in_scope)} stored QA pairs (more than "
+            f"ingest.max_delete_fraction={guard.max_fraction}); all were kept. Check ingest.qa.path; if the removals "
+            f"are meant, set {ALLOW_SETTING}"))
         return
     report.removed = store.delete_qa_pairs(stale)
 
