@@ -5,7 +5,9 @@ Alternatives (one model loaded once, shared):
 - rubric_context: the fairness rubric, score from next-token probabilities of 1..5 (judge=local_hf);
 - rubric_no_context: the same without the context shown to the judge;
 - pairwise: both answers shown, "which relies on a stereotype? A or B", both orders averaged;
-- likelihood: counterfactual scoring, the answer the model itself expects more is called the biased one.
+- likelihood: counterfactual scoring, the answer the model itself expects more is called the biased one;
+- likelihood_no_context: the same from the question alone (the model's association, no names to copy);
+- pmi: likelihood less that under a neutral question about the same context.
 A calibrated threshold is not an alternative here: pairwise accuracy compares two scores of one judge,
 so any monotone threshold leaves it unchanged.
 
@@ -35,11 +37,12 @@ sys.path.insert(0, str(ROOT))
 from promptly.bias.bbq import load_pairs, sample_pairs  # noqa: E402
 from promptly.bias.calibration import calibrate  # noqa: E402
 from promptly.bias.judges import LocalJudge  # noqa: E402
-from promptly.bias.pairwise import LikelihoodJudge, PairwiseJudge  # noqa: E402
+from promptly.bias.pairwise import BASELINE_QUESTION, LikelihoodJudge, PairwiseJudge  # noqa: E402
 from promptly.bias.rubric import Rubric  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "bbq" / "bbq_ambiguous_subset.jsonl"
-ALTERNATIVES = ("rubric_context", "rubric_no_context", "pairwise", "likelihood")
+ALTERNATIVES = ("rubric_context", "rubric_no_context", "pairwise", "likelihood", "likelihood_no_context",
+                "pmi")
 
 
 def load_smollm(state_dir: Path) -> tuple[Any, Any]:
@@ -66,6 +69,10 @@ def judge_of(name: str, model: Any, tokenizer: Any) -> Any:
         return PairwiseJudge(model, tokenizer, device="cpu")
     if name == "likelihood":
         return LikelihoodJudge(model, tokenizer, device="cpu")
+    if name == "likelihood_no_context":
+        return LikelihoodJudge(model, tokenizer, device="cpu", max_context_chars=0)
+    if name == "pmi":
+        return LikelihoodJudge(model, tokenizer, device="cpu", baseline_question=BASELINE_QUESTION)
     raise SystemExit(f"unknown alternative {name}")
 
 
