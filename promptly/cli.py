@@ -21,8 +21,8 @@ class Verb:
 
 VERBS: dict[str, Verb] = {
     "ingest": Verb("promptly.ingest.command", "chunk, embed and store a document source (incremental)"),
-    "db": Verb("promptly.store.command", "migrate | status | sql: the store's schema and contents",
-               ("migrate", "status", "sql")),
+    "db": Verb("promptly.store.command", "migrate | status | sql | stop: the store's schema and contents; stop "
+               "the embedded server", ("migrate", "status", "sql", "stop")),
     "train": Verb("promptly.train", "fine-tune a model on the store's QA pairs or chunks (Lightning + Hydra)"),
     "eval": Verb("promptly.evaluation.command", "answer the test split with retrieval; BLEU, ROUGE, perplexity, "
                  "RAG metrics; report.md + plots"),
@@ -86,7 +86,26 @@ def quote(text: str) -> str:
     return f"'{text}'"
 
 
+def exit_cleanly_on_termination() -> None:
+    """SIGTERM and SIGHUP end the process as SystemExit, so `finally` blocks and exit handlers run: open
+    transactions roll back and the embedded Postgres is stopped when its last user goes (SIGINT already
+    raises KeyboardInterrupt). Handlers installed later (uvicorn's, Lightning's) take over while they run."""
+    import signal
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            try:
+                signal.signal(sig, terminate)
+            except ValueError:  # not the main thread (main() called from a thread): nothing to install
+                return
+
+
 def main(argv: list[str] | None = None) -> None:
+    exit_cleanly_on_termination()
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in VERBOSE_FLAGS for a in args)
     args = [a for a in args if a not in VERBOSE_FLAGS]

@@ -1,4 +1,4 @@
-"""`promptly db migrate | status | sql`: the store's schema and what it holds."""
+"""`promptly db migrate | status | sql | stop`: the store's schema, what it holds, and the embedded server."""
 
 from __future__ import annotations
 
@@ -21,13 +21,23 @@ def run(cfg: DictConfig, console: Console | None = None) -> StoreStatus | str:
         sql = render_schema_sql(int(cfg.embedder.dimension))
         print(sql)
         return sql
+    if cfg.action == "stop":  # stop the embedded server without starting it first
+        target = str(cfg.store.get("_target_", ""))
+        if not target.endswith("EmbeddedPostgresStore"):
+            raise ConfigError("promptly db stop stops the embedded server (store=embedded); this store is "
+                              f"{target.rsplit('.', 1)[-1]}")
+        from promptly.store.embedded import stop_server
+
+        message = stop_server(cfg.store.data_dir, force=bool(cfg.get("force", False)))
+        console.print(message)
+        return message
     store: ChunkStore = instantiate(cfg.store)
     try:
         if cfg.action == "migrate":
             applied = store.migrate()
             console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         elif cfg.action != "status":
-            raise ConfigError(f"action must be migrate, status or sql, got {cfg.action!r}")
+            raise ConfigError(f"action must be migrate, status, sql or stop, got {cfg.action!r}")
         status = store.status()
     finally:
         store.close()
