@@ -1,7 +1,7 @@
 """The Streamlit UI in a real headless Chromium (Debian's `chromium` + `chromium-driver`, installed here
 with apt-get when missing and possible), driven by Selenium against `promptly ui` talking to a running
-`promptly serve`: ask a question and see the streamed answer and its sources; upload a file and find it
-cited when chatting about one's own uploads."""
+`promptly serve`: ask a question and see the streamed answer and its sources; upload a file, follow its
+job to the end (what was redacted in it), and find it cited when chatting about one's own uploads."""
 
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ def test_upload_a_file_and_find_it_cited(api: ServeThread, ui: str, browser, tmp
     wait_for_text(browser, "heron-notes.md")
     WebDriverWait(browser, 30).until(ec.element_to_be_clickable(
         (By.XPATH, "//button[.//p[normalize-space()='Upload and ingest']]"))).click()
-    wait_for_text(browser, "stored uploads/guest/heron-notes.md")
+    wait_for_text(browser, "stored uploads/guest/heron-notes.md")  # the job followed to its end
+    wait_for_text(browser, "redacted: EMAIL_ADDRESS 1; person names:")  # what was found in this file
     click_label(browser, "Chat")
     click_label(browser, "Only my uploads")
     ask(browser, "How often does the heron cluster rotate its certificates?")

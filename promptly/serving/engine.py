@@ -117,12 +117,16 @@ class Engine:
             if status.chunks == 0:
                 log.warning("the store holds no chunks: answers will have no sources (run `promptly ingest`)")
             self.embedder.embed_queries(["warm up"])
-            if self.redactor is not None:
-                self.redactor.redact("warm up")  # loads the recognizers before the first answer is stored
-            self.store_error = None
         except Exception as err:
             self.store_error = f"the store is not reachable: {err}"
             log.error("%s", self.store_error)
+            return
+        if self.redactor is not None:  # loaded before ready, so no answer waits for it
+            try:
+                self.redactor.redact("warm up")
+            except Exception as err:
+                log.error("PII redaction of conversations cannot load (serve.redact_conversations): %s", err)
+        self.store_error = None
 
     def not_ready(self) -> str | None:
         """Why the server cannot answer yet, or None."""

@@ -245,7 +245,9 @@ class UploadJobs:
         return job
 
     def owned_by(self, owner: str) -> list[UploadJob]:
-        return [job for job in reversed(self._jobs.values()) if job.owner == owner]
+        """The owner's jobs, newest first."""
+        with self._cond:
+            return [job for job in reversed(self._jobs.values()) if job.owner == owner]
 
     def cancel(self, job_id: str, owner: str | None) -> UploadJob:
         """Cancel a queued job at once, a running one at its next batch; a finished job stays as it is."""
