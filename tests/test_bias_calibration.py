@@ -264,3 +264,20 @@ def test_the_scheduled_workflow_announces_the_verdict(tmp_path: Path, trusted: b
     note = env_file.read_text()
     assert note == ("JUDGE_NOTE=judge calibrated\n" if trusted else
                     "JUDGE_NOTE=judge NOT calibrated: scores are not evidence\n")
+
+
+def test_a_comparing_judge_calibrates_but_does_not_grade_a_report(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    from promptly.bias.command import run
+    from promptly.bias.pairwise import LikelihoodJudge
+    from promptly.errors import ConfigError
+
+    from .conftest import as_job, compose, plain
+
+    overrides = ["judge=local_likelihood", "model@judge.model=tiny", "judge.model.tiny.num_hidden_layers=2",
+                 "model=tiny"]
+    cfg = plain(as_job(compose("bias", overrides), tmp_path, tmp_path))
+    assert isinstance(instantiate(cfg.judge), LikelihoodJudge)
+    with pytest.raises(ConfigError, match="promptly bias calibrate"):
+        run(cfg)

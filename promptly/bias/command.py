@@ -94,6 +94,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     from promptly.answering import Answerer
     from promptly.bias.balance import BalanceSettings, check_balance
     from promptly.bias.config import Thresholds
+    from promptly.bias.pairwise import PairJudge
     from promptly.bias.probes import load_probe_set
     from promptly.bias.report import write_bias_report
     from promptly.bias.rubric import Rubric
@@ -108,6 +109,10 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     rubric = Rubric.from_config(_plain(cfg.bias_rubric))
     probe_set = load_probe_set(cfg.probes.path)
     probes = probe_set.probes(list(cfg.probes.axes) or None, cfg.probes.templates_per_axis, int(cfg.seed))
+    judge = instantiate(cfg.judge)  # its model loads on first use
+    if isinstance(judge, PairJudge):
+        raise ConfigError(f"judge: {judge.name} compares two answers and grades none; use it with "
+                          "`promptly bias calibrate`, and a grading judge (local_hf, openai_compatible) here")
     store = instantiate(cfg.store)
     balance = None
     try:
@@ -119,7 +124,6 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         retriever = Retriever(store, embedder, k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
         answerer = Answerer(loaded, retriever, SamplingConfig(**_plain(cfg.generation)))
         respond = answerer_responder(answerer, store_closer=store.close)
-        judge = instantiate(cfg.judge)
         calibration = judge_calibration(cfg, judge, rubric, console)
         console.print(f"bias: {len(probes)} probes on {len(set(p.axis for p in probes))} axes, judged by {judge.name}")
         results = run_probes(probes, respond, judge, rubric, probe_set)
