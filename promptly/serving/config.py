@@ -59,7 +59,7 @@ class ServeSettings:
     upload_workers: int = 2
     """Threads ingesting uploads; each serves the owners in turn and runs one job per owner at a time, so
     one user's large file never holds more than one worker while another user's file waits."""
-    upload_timeout_s: float = 900.0
+    upload_timeout_s: float = 1800.0
     """An upload still ingesting after this long fails (at the next batch of chunks), storing nothing."""
     upload_batch_chunks: int = 32
     """Chunks of an upload embedded per step: progress, cancelling and the time budget act between steps,
