@@ -1,11 +1,15 @@
 """Supervised tokens per second: promptly's training against transformers' Trainer and a raw loop.
 
 What is measured, in one run, on this machine's CPU, for each model of --models:
-- tiny: the tiny local model trained in full, fp32, 8 examples per optimizer step, max_length 1024;
+- tiny: the tiny local model trained in full, 8 examples per optimizer step, max_length 1024;
 - smollm2: the packaged SmolLM2-135M-Instruct (a 49k vocabulary, so the LM head and padding weigh far
-  more) with LoRA r16 on the attention projections, bf16 autocast, 4 examples per step, max_length 512;
-- the same initial weights and QA examples for every contender, AdamW at a constant learning rate,
-  gradient clipping at 1.0;
+  more) with LoRA r16 on the attention projections, 4 examples per step, max_length 512;
+- precision and base-weight dtype as `promptly train` resolves them on this machine (--precision auto:
+  promptly.utils.hardware.choose_precision; on a CPU with AMX/AVX512-BF16: tiny fp32, SmolLM2 bf16 autocast
+  over bf16 frozen weights), the same for every contender: one model factory builds all their models;
+- the same initial weights and QA examples for every contender, the same AdamW (fused or foreach as
+  promptly picks it, handed to the Trainer too) at a constant learning rate, gradient clipping at 1.0;
+- the same torch thread count for every contender: promptly's choice for this machine (--threads auto);
 - the examples: the sample corpus's train-split QA pairs (sample_data/qa.jsonl, split by document as
   `promptly ingest` splits them), each prompt holding the two chunks of the answer's document that
   share the most words with the question (a lexical stand-in for the store's hybrid search, so the
@@ -23,19 +27,21 @@ The contenders:
   grouping (`train_sampling_strategy="group_by_length"`): the stronger baseline;
 - raw_loop: a hand-written PyTorch loop over exactly the batches promptly makes, with promptly's loss.
 
-Each contender runs --rounds times, interleaved (CPU contention from other processes hits all of
-them alike); its best round counts. One torch thread by default: on a shared 2-core machine two
-threads stall on each other whenever another process takes a core, which swings timings 5-fold.
-Targets: vs_trainer >= 1.3, vs_raw_loop >= 0.95; beyond that, 2x the best-configured peer.
-One line per model `<model>: vs_trainer=<r> vs_trainer_grouped=<r> vs_raw_loop=<r>`; the last line
-repeats the tiny model's ratios as `vs_trainer=<r> vs_trainer_grouped=<r> vs_raw_loop=<r>`.
+Each contender runs --rounds times, interleaved (contention from other processes hits all of them
+alike, round by round); the median and the best round are printed, and the ratios come from the
+medians (a lucky round cannot make them). The load average is printed before and after each model:
+figures from a loaded machine say so. Targets: vs_trainer_grouped >= 1.3 (tiny) and >= 2.0 (SmolLM2),
+vs_raw_loop >= 0.95. The last lines are one per model: `<model>: vs_trainer=<r> vs_trainer_grouped=<r>
+vs_raw_loop=<r>` (median ratios).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,7 +61,9 @@ from promptly.ingest.qa import SplitConfig, split_for_document
 from promptly.model.config import TinyConfig
 from promptly.model.factory import ModelFactory
 from promptly.model.loss import supervised_loss
+from promptly.model.module import fast_adam_kwargs
 from promptly.model.packaged import PackagedModelConfig
+from promptly.utils.hardware import choose_precision, detect_hardware, resolve_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
@@ -93,22 +101,30 @@ def examples(tokenizer: Any, max_length: int, k: int = 2) -> list[tuple[list[int
 LORA = {"method": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj",
                                                                              "o_proj"]}
 MODELS: dict[str, dict[str, Any]] = {
-    "tiny": {"batch_size": 8, "max_length": 1024, "precision": "32", "lr": 1e-3},
-    "smollm2": {"batch_size": 4, "max_length": 512, "precision": "bf16", "lr": 3e-4},
+    "tiny": {"batch_size": 8, "max_length": 1024, "lr": 1e-3},
+    "smollm2": {"batch_size": 4, "max_length": 512, "lr": 3e-4},
 }
 """Per model: the settings a user would train it with on a CPU."""
 
 
-def model_factory(name: str, cache: Path) -> ModelFactory:
+def model_factory(name: str, cache: Path, args: argparse.Namespace) -> ModelFactory:
+    """The model as `promptly train` builds it; sets args.precision (Lightning's string) for every contender."""
     if name == "smollm2":
-        return ModelFactory("HuggingFaceTB/SmolLM2-135M-Instruct", peft=LORA, dtype="float32",
-                            packaged=PackagedModelConfig(cache_dir=str(ROOT / ".promptly" / "models")))
-    return ModelFactory("tiny", peft=FULL, tiny=TinyConfig(corpus_dir=str(SAMPLE), cache_dir=str(cache)))
+        factory = ModelFactory("HuggingFaceTB/SmolLM2-135M-Instruct", peft=LORA, dtype="auto",
+                               packaged=PackagedModelConfig(cache_dir=str(ROOT / ".promptly" / "models")))
+    else:
+        factory = ModelFactory("tiny", peft=FULL, tiny=TinyConfig(corpus_dir=str(SAMPLE), cache_dir=str(cache)),
+                               dtype="auto")
+    requested = {"auto": "auto", "32": "32-true", "bf16": "bf16-mixed"}[args.precision_setting]
+    choice = choose_precision(requested, "auto", factory.adapter_only, detect_hardware("cpu"))
+    factory.dtype_name = choice.weight_dtype
+    args.precision, args.weight_dtype = choice.precision, choice.weight_dtype
+    return factory
 
 
 def autocast(args: argparse.Namespace) -> Any:
     """bf16 autocast on the CPU (as Lightning's bf16-mixed and Trainer's bf16=True do), or nothing."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
 
 
 def token_file(rows: list[tuple[list[int], int]], directory: Path) -> TokenFile:
@@ -120,19 +136,34 @@ def token_file(rows: list[tuple[list[int], int]], directory: Path) -> TokenFile:
 
 
 class Meter:
-    """Supervised tokens and wall time from the end of step `warmup` to the end of the last step."""
+    """Supervised tokens and wall time from the end of step `warmup` to the end of the last step; with
+    `profile` (a label), torch.profiler records the same steps and prints where their time went."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, profile: str | None = None, last: int = 0) -> None:
         self.warmup, self.steps, self.tokens = warmup, 0, 0
         self.start = self.end = 0.0
+        self.profile, self.last = profile, last
+        self._profiler: Any = None
 
     def step(self, supervised: int) -> None:
         self.steps += 1
         if self.steps == self.warmup:
             self.start = time.perf_counter()
+            if self.profile:
+                self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                self._profiler.__enter__()
         elif self.steps > self.warmup:
             self.tokens += supervised
             self.end = time.perf_counter()
+            if self._profiler is not None and self.steps == self.last:
+                self._profiler.__exit__(None, None, None)
+                self._report()
+
+    def _report(self) -> None:
+        steps = self.last - self.warmup
+        events = self._profiler.key_averages()
+        print(f"--- profile: {self.profile}, {steps} steps, {(self.end - self.start) / steps * 1000:.0f} ms/step wall")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=60))
 
     @property
     def rate(self) -> float:
@@ -149,7 +180,7 @@ def run_promptly(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: a
     from promptly.model.module import RagLitModule
     from promptly.model.schedulers import warmup_constant
 
-    meter = Meter(args.warmup)
+    meter = Meter(args.warmup, "promptly" if args.profile else None, args.steps)
 
     class Measure(L.Callback):
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, idx: int) -> None:
@@ -161,8 +192,7 @@ def run_promptly(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: a
                                  packed=batching == Batching.packed))
     module = RagLitModule(factory, tokenizer, optimizer=_adamw(args), samples=0,
                           scheduler=lambda optimizer, total_steps: warmup_constant(optimizer, total_steps))
-    precision = "bf16-mixed" if args.precision == "bf16" else "32-true"
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=args.steps,
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision=args.precision, max_steps=args.steps,
                         logger=CSVLogger(str(workdir), name="csv"), log_every_n_steps=10,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, gradient_clip_val=1.0, use_distributed_sampler=False,
@@ -175,10 +205,11 @@ def run_raw(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: argpar
     torch.manual_seed(args.seed)
     model = factory.build()
     opt = _adamw(args)(params=[p for p in model.parameters() if p.requires_grad])
+    args.optimizer_text = _optimizer_text(opt)
     batching = resolve_batching(Batching(args.batching), factory.attn_implementation)
     sampler = EpochBatchSampler(file.lengths, batching, args.batch_size, args.max_length, True, args.seed)
     collate = Collator(tokenizer.pad_token_id, packed=batching == Batching.packed)
-    meter, epoch = Meter(args.warmup), 0
+    meter, epoch = Meter(args.warmup, "raw_loop" if args.profile else None, args.steps), 0
     while meter.steps < args.steps:
         sampler.set_epoch(epoch)
         for rows in sampler:
@@ -208,13 +239,18 @@ def run_hf_trainer(factory: ModelFactory, tokenizer: Any, file: TokenFile, args:
         labels = ids.copy()
         labels[:prompt_len] = IGNORE_INDEX
         rows.append({"input_ids": ids.tolist(), "labels": labels.tolist()})
-    meter = Meter(args.warmup)
+    meter = Meter(args.warmup, ("trainer_grouped" if grouped else "trainer") if args.profile else None, args.steps)
     pending = {"tokens": 0}
 
     class Counting(Trainer):
         def training_step(self, model: Any, inputs: dict[str, Any], *a: Any, **kw: Any) -> Any:
             pending["tokens"] = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
             return super().training_step(model, inputs, *a, **kw)
+
+        def create_optimizer(self, *a: Any, **kw: Any) -> Any:
+            if self.optimizer is None:  # the same AdamW as the other contenders (HF's adamw_torch loops per tensor)
+                self.optimizer = _adamw(args)(params=[p for p in self.model.parameters() if p.requires_grad])
+            return self.optimizer
 
     class Measure(TrainerCallback):
         def on_step_end(self, *a: Any, **kw: Any) -> None:
@@ -225,7 +261,7 @@ def run_hf_trainer(factory: ModelFactory, tokenizer: Any, file: TokenFile, args:
                               weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", use_cpu=True,
                               report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
                               dataloader_num_workers=0, dataloader_pin_memory=False, seed=args.seed,
-                              bf16=args.precision == "bf16",
+                              bf16=args.precision == "bf16-mixed",
                               train_sampling_strategy="group_by_length" if grouped else "random")
     trainer = Counting(model=model, args=targs, train_dataset=rows, callbacks=[Measure()],
                        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
@@ -235,7 +271,26 @@ def run_hf_trainer(factory: ModelFactory, tokenizer: Any, file: TokenFile, args:
 
 
 def _adamw(args: argparse.Namespace) -> Callable[..., torch.optim.Optimizer]:
-    return lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    """AdamW as RagLitModule builds it: fused where torch has a kernel, foreach under mixed precision with
+    clipping (Lightning will not clip a fused optimizer's gradients there)."""
+    def make(params: Any) -> torch.optim.Optimizer:
+        plist = list(params)
+        flat = [p for g in plist for p in g["params"]] if plist and isinstance(plist[0], dict) else plist
+        fast = fast_adam_kwargs(_Partial(torch.optim.AdamW), flat, fused_ok=args.precision == "32-true")
+        return torch.optim.AdamW(plist, lr=args.lr, weight_decay=0.0, **fast)
+    return make
+
+
+class _Partial:
+    """What fast_adam_kwargs reads of a Hydra partial."""
+
+    def __init__(self, func: Any) -> None:
+        self.func, self.keywords = func, {}
+
+
+def _optimizer_text(opt: torch.optim.Optimizer) -> str:
+    d = opt.defaults
+    return f"{type(opt).__name__}(fused={d.get('fused')}, foreach={d.get('foreach')})"
 
 
 def padding_waste(file: TokenFile, batches: list[list[list[int]]]) -> float:
@@ -249,14 +304,21 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batching", default="auto", choices=[b.value for b in Batching])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (0: torch's default); 1 keeps a shared machine's noise down")
+    parser.add_argument("--precision", dest="precision_setting", default="auto", choices=["auto", "32", "bf16"],
+                        help="auto: as promptly train resolves it on this machine (same for every contender)")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler over the timed steps of each contender: top ops by self CPU time")
+    parser.add_argument("--threads", default="auto",
+                        help="torch threads for every contender: auto (promptly's choice), or a number")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.optimizer_text = "?"
+    threads = resolve_threads(args.threads)
+    torch.set_num_threads(threads.threads)
+    print(f"torch threads: {threads.threads} ({threads.reason}); load average before "
+          f"{_load()}", flush=True)
     import logging
     import warnings
 
@@ -268,16 +330,20 @@ def main() -> None:
         for key, value in MODELS[model].items():
             setattr(args, key, value)
         ratios[model] = measure(model, args)
-        print(f"{model}: " + " ".join(f"{k}={v:.2f}" for k, v in ratios[model].items()), flush=True)
-    first = ratios.get("tiny") or next(iter(ratios.values()))
-    print(" ".join(f"{k}={v:.2f}" for k, v in first.items()))
+    print(f"load average after: {_load()}")
+    for model, r in ratios.items():
+        print(f"{model}: " + " ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
     """The contenders' best supervised tokens/s on one model; returns promptly's ratios to each."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        factory = model_factory(model, work / "tiny")
+        factory = model_factory(model, work / "tiny", args)
         tokenizer = factory.load_tokenizer()
         file = token_file(examples(tokenizer, args.max_length), work / "data")
         lengths = file.lengths
@@ -287,13 +353,15 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
         rand = EpochBatchSampler(lengths, Batching.padded, args.batch_size, args.max_length, True, args.seed).plan()
         print(f"[{model}] {len(file)} examples, {int(lengths.sum())} tokens ({sup} supervised), lengths "
               f"{int(lengths.min())}-{int(lengths.max())} (median {int(np.median(lengths))}); batch size "
-              f"{args.batch_size}; precision {args.precision}; {torch.get_num_threads()} torch threads; "
+              f"{args.batch_size}; precision {args.precision}, base weights {args.weight_dtype}; "
+              f"{torch.get_num_threads()} torch threads; "
               f"promptly batching={batching.value}")
         print(f"[{model}] padding: promptly {padding_waste(file, ours):.1%} of batch tokens, random batches "
               f"{padding_waste(file, rand):.1%}")
-        best: dict[str, float] = {"promptly": 0.0, "trainer": 0.0, "trainer_grouped": 0.0, "raw_loop": 0.0}
+        print(f"[{model}] load average before: {_load()}", flush=True)
+        rates: dict[str, list[float]] = {"promptly": [], "trainer": [], "trainer_grouped": [], "raw_loop": []}
         for r in range(args.rounds):
-            for name in best:
+            for name in rates:
                 if name == "promptly":
                     rate = run_promptly(factory, tokenizer, file, args, work / f"pl{r}")
                 elif name == "raw_loop":
@@ -302,10 +370,16 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
                     rate = run_hf_trainer(factory, tokenizer, file, args, work / f"hf{r}",
                                           grouped=name == "trainer_grouped")
                 print(f"[{model}] round {r + 1}: {name:15s} {rate:8.1f} supervised tokens/s", flush=True)
-                best[name] = max(best[name], rate)
-        for name, rate in best.items():
-            print(f"[{model}] best {name:15s} {rate:8.1f} supervised tokens/s")
-        return {f"vs_{name}": best["promptly"] / best[name] for name in ("trainer", "trainer_grouped", "raw_loop")}
+                rates[name].append(rate)
+        print(f"[{model}] load average after: {_load()}; optimizer {args.optimizer_text}")
+        median = {name: statistics.median(v) for name, v in rates.items()}
+        for name, v in rates.items():
+            print(f"[{model}] {name:15s} median {median[name]:8.1f}  best {max(v):8.1f}  worst {min(v):8.1f} "
+                  "supervised tokens/s")
+        others = ("trainer", "trainer_grouped", "raw_loop")
+        print(f"[{model}] best-round ratios: " + " ".join(
+            f"vs_{n}={max(rates['promptly']) / max(rates[n]):.2f}" for n in others))
+        return {f"vs_{n}": median["promptly"] / median[n] for n in others}
 
 
 if __name__ == "__main__":

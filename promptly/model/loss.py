@@ -34,10 +34,18 @@ def _parts(model: Any) -> tuple[Any, Any] | None:
     return decoder, head
 
 
-def supervised_loss(model: Any, batch: dict[str, torch.Tensor], head_only_on_labels: bool = True
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of token losses, number of supervised tokens) for a batch from promptly's collator."""
+def supervised_loss(model: Any, batch: dict[str, torch.Tensor], head_only_on_labels: bool = True,
+                    right_padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token losses, number of supervised tokens) for a batch from promptly's collator.
+
+    promptly's Collator pads unpacked rows on the right (`right_padded`): under the causal mask no real
+    token attends to a later position, so the padding mask changes nothing the loss reads, and it is left
+    out. Without it SDPA runs its causal kernel, which skips the masked upper triangle: attention, the
+    largest cost of a step on the CPU, does about half the work (benchmarks/README.md).
+    """
     inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    if right_padded and "position_ids" not in inputs:
+        inputs.pop("attention_mask", None)
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     n = keep.sum()

@@ -1,0 +1,127 @@
+"""Throughput beside one CPU-burning process: does promptly's thread choice keep it from collapsing?
+
+For the packaged SmolLM2-135M-Instruct, on this machine's CPU:
+- generation: greedy answer (up to --new-tokens) to one ~430-token RAG prompt, promptly's `generate`,
+  weights in the inference dtype promptly picks (bf16 where native);
+- training: promptly's Lightning step (benchmarks/train_throughput.py's `promptly` contender: LoRA,
+  precision as `promptly train` resolves it), supervised tokens/s over a few steps.
+
+Each runs under four conditions, interleaved round by round: quiet or beside one `while True: pass`
+process this script starts and stops, with torch's default thread count (one per CPU) or with
+promptly's choice (`PROMPTLY_NUM_THREADS=auto`: promptly.utils.hardware.resolve_threads, measured
+at the start of each run). The load average is printed before and after: on a machine other jobs
+share, "quiet" means "without our burner" only.
+Last lines: `<task>: loaded_vs_quiet default=<r> promptly=<r>` (median seconds or s/token ratios;
+goal: promptly <= 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train_throughput as tt
+
+from promptly.model.config import SamplingConfig
+from promptly.model.generation import generate
+from promptly.model.loading import inference_dtype
+from promptly.utils.hardware import resolve_threads
+
+DEFAULT_THREADS = os.cpu_count() or 1
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def start_burner() -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(1.0)  # let it take its core before the thread count is measured
+    return proc
+
+
+def set_threads(mode: str) -> int:
+    n = DEFAULT_THREADS if mode == "default" else resolve_threads("auto").threads
+    torch.set_num_threads(n)
+    return n
+
+
+def time_generation(model: Any, tokenizer: Any, prompt: list[int], new_tokens: int) -> float:
+    cfg = SamplingConfig(batch_size=1, max_new_tokens=new_tokens)
+    start = time.perf_counter()
+    generate(model, tokenizer, [prompt], cfg)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--tasks", default="generate,train")
+    args = parser.parse_args()
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    print(f"load average before: {_load()}; {DEFAULT_THREADS} CPUs", flush=True)
+    targs = argparse.Namespace(precision_setting="auto", batching="auto", seed=0, warmup=1, steps=args.train_steps,
+                               profile=False, optimizer_text="?", **tt.MODELS["smollm2"])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        factory = tt.model_factory("smollm2", work / "tiny", targs)
+        tokenizer = factory.load_tokenizer()
+        rows = tt.examples(tokenizer, targs.max_length)
+        prompt = min((ids[:prompt_len] for ids, prompt_len in rows), key=lambda p: abs(len(p) - 431))
+        file = tt.token_file(rows, work / "data")
+        gen_model = None
+        if "generate" in args.tasks:
+            gen_model = factory.build(with_peft=False).to(inference_dtype("auto")).eval()
+            gen_model.config.use_cache = True
+        results: dict[tuple[str, str, str], list[float]] = {}
+        for r in range(args.rounds):
+            for load in ("quiet", "burner"):
+                burner = start_burner() if load == "burner" else None
+                try:
+                    for mode in ("default", "promptly"):
+                        threads = set_threads(mode)
+                        if gen_model is not None:
+                            s = time_generation(gen_model, tokenizer, list(prompt), args.new_tokens)
+                            results.setdefault(("generate", load, mode), []).append(s)
+                            print(f"round {r + 1} generate {load:6s} {mode:8s} threads={threads}: {s:6.2f} s "
+                                  f"(prompt {len(prompt)} tokens); load {_load()}", flush=True)
+                        if "train" in args.tasks:
+                            rate = tt.run_promptly(factory, tokenizer, file, targs, work / f"pl{r}{load}{mode}")
+                            results.setdefault(("train", load, mode), []).append(rate)
+                            print(f"round {r + 1} train    {load:6s} {mode:8s} threads={threads}: {rate:6.1f} "
+                                  f"supervised tok/s; load {_load()}", flush=True)
+                finally:
+                    if burner is not None:
+                        burner.kill()
+                        burner.wait()
+    print(f"load average after: {_load()}")
+    for task in ("generate", "train"):
+        if (task, "quiet", "default") not in results:
+            continue
+        med = {k[1:]: statistics.median(v) for k, v in results.items() if k[0] == task}
+        # generation: seconds (higher is worse); training: tok/s (lower is worse): both as slowdown factors
+        ratio = {mode: (med[("burner", mode)] / med[("quiet", mode)] if task == "generate"
+                        else med[("quiet", mode)] / med[("burner", mode)]) for mode in ("default", "promptly")}
+        print(f"{task}: loaded_vs_quiet default={ratio['default']:.2f} promptly={ratio['promptly']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
