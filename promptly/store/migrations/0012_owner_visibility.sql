@@ -8,7 +8,8 @@
 --   viewer null      no owner restriction: the offline verbs (eval, qa, training data) see every chunk;
 --   viewer ''        an anonymous requester: only chunks without an owner;
 --   viewer 'alice'   chunks without an owner, plus alice's.
--- The rule is one expression, repeated in each ranking (inlined so the planner sees it):
+-- The rule is one expression, written inline in the BM25 candidate probe and as promptly_visible() in the
+-- vector rankings (see that function for why):
 --   viewer is null or metadata->>'owner' is null or metadata->>'owner' = viewer
 --
 -- vector:  the HNSW index stays the access path. pgvector 0.8's iterative index scan (hnsw.iterative_scan =
@@ -18,8 +19,22 @@
 --          rows slightly out of order, so they are sorted again by distance.
 -- text:    promptly_bm25 applies the rule where 0011 applied `filter`, to the candidates before the k-th score is
 --          taken, so the pruning stays exact over the visible chunks (other owners' rows can neither fill the top k
---          nor raise the threshold). When no chunk has an owner the per-candidate probe is skipped.
+--          nor raise the threshold). When no chunk has an owner the per-candidate probe is skipped; otherwise it
+--          is one primary-key probe per candidate (`offset 0` keeps the planner from hashing the whole chunks
+--          table instead, which it costed cheaper from its estimate of the candidates, often 100 times too high).
 -- hybrid:  both rankings above, each already restricted, then fused as before.
+
+-- The rule as a function, for the vector rankings' WHERE: PL/pgSQL is never inlined, so the planner gives it a
+-- function's default selectivity (1/3) and keeps the HNSW index scan with its LIMIT. Inlined, the planner
+-- guessed from no statistics that the rule keeps 1 % of the rows, and sorted the whole table instead; with
+-- statistics on the owner expression it also turned the BM25 per-candidate probes into a hashed scan of all
+-- the chunks. How many rows the rule really keeps, the iterative index scan finds out as it goes.
+create or replace function promptly_visible(metadata jsonb, viewer text) returns boolean
+language plpgsql immutable parallel safe as $$
+begin
+    return viewer is null or metadata->>'owner' is null or metadata->>'owner' = viewer;
+end;
+$$;
 
 -- The exact top `match_count` chunks by BM25 among those `filter` and `viewer` let through (ties by id); the
 -- pruning is 0011's, over the visible chunks only.
@@ -111,7 +126,8 @@ begin
                 where not _scoped
                    or exists (select 1 from chunks c where c.id = e.chunk_id and c.metadata @> filter
                               and (viewer is null or c.metadata->>'owner' is null
-                                   or c.metadata->>'owner' = viewer))
+                                   or c.metadata->>'owner' = viewer)
+                              offset 0)  -- one primary-key probe per candidate, never a hash of all chunks
             ),
             kth as (select part.part from part order by part.part desc limit 1 offset match_count - 1)
             select part.chunk_id,
@@ -153,7 +169,8 @@ begin
           group by p.chunk_id) as e
     where not _scoped
        or exists (select 1 from chunks c where c.id = e.chunk_id and c.metadata @> filter
-                  and (viewer is null or c.metadata->>'owner' is null or c.metadata->>'owner' = viewer))
+                  and (viewer is null or c.metadata->>'owner' is null or c.metadata->>'owner' = viewer)
+                  offset 0)
     order by e.sc desc, e.chunk_id
     limit match_count;
 end;
@@ -204,7 +221,7 @@ begin
                      c.embedding <=> query_embedding as distance
               from chunks c
               where c.metadata @> filter
-                and (viewer is null or c.metadata->>'owner' is null or c.metadata->>'owner' = viewer)
+                and (viewer is null or promptly_visible(c.metadata, viewer))
               order by c.embedding <=> query_embedding
               limit match_count) v
         order by v.distance, v.id;
@@ -224,7 +241,7 @@ begin
             from (select c.id, c.embedding <=> query_embedding as distance
                   from chunks c
                   where c.metadata @> filter
-                    and (viewer is null or c.metadata->>'owner' is null or c.metadata->>'owner' = viewer)
+                    and (viewer is null or promptly_visible(c.metadata, viewer))
                   order by c.embedding <=> query_embedding
                   limit depth) s
         ),
@@ -245,3 +262,4 @@ $$;
 grant execute on function match_chunks(vector, text, int, jsonb, text, float, float, int, int, float, float, text)
     to anon, authenticated, service_role;
 grant execute on function promptly_bm25(text, int, jsonb, float, float, text) to anon, authenticated, service_role;
+grant execute on function promptly_visible(jsonb, text) to anon, authenticated, service_role;
