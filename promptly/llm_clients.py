@@ -102,6 +102,8 @@ class LocalHFClient:
     `model` is either a ModelFactory (what `model=...` configs instantiate: it builds the tokenizer and
     the model on first use) or, with `tokenizer` given, a model object that is already loaded.
     Prompts go through the tokenizer's chat template when it has one, else the messages are joined.
+    `stop` ends a reply at the first of these strings (kept in the reply), so a one-line answer costs
+    no more tokens than it has; `inference_dtype` (auto: bfloat16 where native) casts the loaded model.
     """
 
     def __init__(
@@ -112,8 +114,12 @@ class LocalHFClient:
         temperature: float = 0.0,
         top_p: float = 1.0,
         device: str | None = None,
+        stop: Sequence[str] | None = None,
+        inference_dtype: str | None = None,
     ) -> None:
         self._source, self._tokenizer = model, tokenizer
+        self.stop = list(stop) if stop else None
+        self.inference_dtype = inference_dtype
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.device = device
         self.name = f"local_hf:{getattr(model, 'name_or_path', type(model).__name__)}"
@@ -129,7 +135,12 @@ class LocalHFClient:
 
         model = self._source if self._tokenizer is not None else self._source.build(with_peft=False)
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return model.to(device).eval()
+        model = model.to(device)
+        if self.inference_dtype is not None:
+            from promptly.model.loading import inference_dtype
+
+            model = model.to(dtype=inference_dtype(self.inference_dtype))
+        return model.eval()
 
     @property
     def max_positions(self) -> int | None:
@@ -163,6 +174,8 @@ class LocalHFClient:
                                   "pad_token_id": self.tokenizer.eos_token_id if pad is None else pad}
         if sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        if self.stop:
+            kwargs.update(stop_strings=self.stop, tokenizer=self.tokenizer)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)

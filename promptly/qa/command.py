@@ -64,16 +64,20 @@ def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | i
                                     on_progress=lambda _: progress.update(task, advance=1))
     finally:
         store.close()
-    print_summary(console, report, generator.name)
+    print_summary(console, report, generator.name, int(cfg.qa.get("summary_samples", 5)))
     return report
 
 
-def print_summary(console: Console, report: GenerationReport, generator: str) -> None:
-    table = Table(title=f"promptly qa generate ({escape(generator)})")
-    for col in ("documents", "chunks asked", "chunks skipped", "accepted", "stored", "replaced", "seconds"):
+def print_summary(console: Console, report: GenerationReport, generator: str, samples: int = 5) -> None:
+    """The counts, the rejections by reason, and a few accepted pairs (so a reader sees what was kept)."""
+    table = Table(title=f"promptly qa generate ({escape(generator)}, {report.mode})")
+    for col in ("documents", "chunks asked", "chunks skipped", "requests", "accepted", "per document", "stored",
+                "replaced", "seconds"):
         table.add_column(col, justify="right")
-    table.add_row(str(report.documents), str(report.requests), str(report.chunks_skipped), str(report.accepted),
-                  str(report.stored), str(report.replaced), f"{report.seconds:.1f}")
+    per_doc = report.accepted / report.documents if report.documents else 0.0
+    table.add_row(str(report.documents), str(report.chunks_sampled), str(report.chunks_skipped),
+                  str(report.requests), str(report.accepted), f"{per_doc:.2f}", str(report.stored),
+                  str(report.replaced), f"{report.seconds:.1f}")
     console.print(table)
     rejected = Table(title="rejected", title_style="bold")
     rejected.add_column("reason")
@@ -81,6 +85,15 @@ def print_summary(console: Console, report: GenerationReport, generator: str) ->
     for reason in REASONS:
         rejected.add_row(reason, str(report.rejected[reason]))
     console.print(rejected)
+    if report.chunks_without_spans:
+        console.print(f"{report.chunks_without_spans} sampled chunk(s) had no answer-bearing span")
+    if report.accepted_pairs and samples > 0:
+        shown = Table(title=f"accepted (first {min(samples, len(report.accepted_pairs))})", title_style="bold")
+        for col in ("document", "question", "answer"):
+            shown.add_column(col, overflow="fold")
+        for pair in report.accepted_pairs[:samples]:
+            shown.add_row(escape(pair.document_id), escape(pair.question), escape(pair.answer))
+        console.print(shown)
 
 
 def task(cfg: DictConfig) -> TaskOutput:
@@ -90,7 +103,8 @@ def task(cfg: DictConfig) -> TaskOutput:
     result = run(cfg)
     if isinstance(result, GenerationReport):
         metrics = {"documents": result.documents, "requests": result.requests, "accepted": result.accepted,
-                   "stored": result.stored, "replaced": result.replaced, "seconds": result.seconds}
+                   "stored": result.stored, "replaced": result.replaced, "seconds": result.seconds,
+                   **{f"rejected_{reason}": n for reason, n in result.rejected.items()}}
         return {k: float(v) for k, v in metrics.items()}, {"result": result, "exit_code": 0 if result.ok else 1}
     return {"exported": float(result)}, {"result": result}
 

@@ -19,6 +19,11 @@ DEFAULT_USER = ('Document: {title}\nSection: {section}\n\nPassage:\n"""\n{contex
                 "with a one- or two-sentence answer taken from the passage. Reply with JSON of the form "
                 '{"pairs": [{"question": "...", "answer": "..."}]}.')
 _FIELD = re.compile(r"\{(title|section|context|n|document_id)\}")
+DEFAULT_QUESTION_SYSTEM = "You write one question about software documentation."
+DEFAULT_QUESTION_USER = ("Document: {title}\nSection: {section}\n\nText: {answer}\n\nWrite the question this text "
+                         "answers. Name {title} in the question. Reply with the question only.")
+_QUESTION_FIELD = re.compile(r"\{(title|section|answer|header|context|document_id)\}")
+MODES = ("auto", "answer_first", "full_pair")
 
 
 @dataclass
@@ -42,6 +47,59 @@ class PromptConfig:
         return ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": user}]
 
+@dataclass
+class QuestionPromptConfig:
+    """The messages that ask for the question of one answer span (`qa.answer_first.prompt`).
+
+    Fields: {title} {section} (the span's nearest heading, else the chunk's path) {answer} (the span)
+    {header} (a table row's header row, else empty) {context} (the whole chunk) {document_id}.
+    """
+
+    system: str = DEFAULT_QUESTION_SYSTEM
+    user: str = DEFAULT_QUESTION_USER
+
+    def __post_init__(self) -> None:
+        if "{answer}" not in self.user:
+            raise ConfigError("qa.answer_first.prompt.user must contain {answer}")
+
+    def messages(self, chunk: Chunk, answer: str, section: str = "", header: str = "") -> Messages:
+        path = chunk.metadata.get("heading_path") or []
+        values = {"title": str(chunk.metadata.get("title") or chunk.document_id), "answer": answer,
+                  "section": section or (" > ".join(path) if isinstance(path, list) else str(path)),
+                  "header": header, "context": chunk.content, "document_id": chunk.document_id}
+        user = _QUESTION_FIELD.sub(lambda m: values[m.group(1)], self.user)
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": user}]
+
+
+@dataclass
+class AnswerFirstConfig:
+    """Answer-first generation (`qa.answer_first`): spans picked from the chunk, the generator writes
+    only their questions, and a pair is kept when it passes the round trip."""
+
+    min_span_words: int = 5
+    """Shorter sentences and rows are not asked about (too little to answer with)."""
+    max_span_words: int = 60
+    """Longer ones are not either (a run-on paragraph is no answer)."""
+    answer_rank: int = 1
+    """Round trip: the span must be among this many of the chunk's sentences and rows closest to the
+    question (1: an extractive reader would answer with exactly it)."""
+    retrieval_k: int = 5
+    """The question must retrieve its source chunk (or a chunk holding the same span) among this many."""
+    retrieval_mode: str = "hybrid"
+    """match_chunks' ranking for the round trip: vector, text or hybrid (what serving uses by default)."""
+    max_question_chars: int = 300
+    """A longer question is a malformed reply (the model kept talking)."""
+    prompt: QuestionPromptConfig = field(default_factory=QuestionPromptConfig)
+
+    def __post_init__(self) -> None:
+        smallest = min(self.retrieval_k, self.answer_rank, self.min_span_words)
+        if smallest < 1 or self.max_span_words < self.min_span_words:
+            raise ConfigError("qa.answer_first: retrieval_k, answer_rank and min_span_words must be at least 1, "
+                              "and max_span_words at least min_span_words")
+        if self.retrieval_mode not in ("vector", "text", "hybrid"):
+            raise ConfigError(f"qa.answer_first.retrieval_mode must be vector, text or hybrid, "
+                              f"got {self.retrieval_mode!r}")
 
 
 @dataclass
@@ -70,10 +128,13 @@ class ValidationConfig:
 class GenerationConfig:
     """`qa` settings of `promptly qa generate`."""
 
+    mode: str = "auto"
+    """answer_first (spans picked, questions asked), full_pair (the generator writes whole pairs), or
+    auto: what the generator suits (qa_generator=local_hf: answer_first; openai_compatible: full_pair)."""
     per_document: int = 4
     """At most this many chunks sampled per document."""
     pairs_per_chunk: int = 2
-    """Pairs asked for per chunk; replies with more have the surplus rejected."""
+    """Pairs asked for per chunk (answer_first: spans asked about); replies with more have the surplus rejected."""
     min_chunk_tokens: int = 32
     """Shorter chunks (a lone heading) are not sampled unless a document has nothing longer."""
     seed: int = 42
@@ -83,6 +144,8 @@ class GenerationConfig:
     max_consecutive_errors: int = 3
     """Stop when this many requests in a row fail: the endpoint is down or misconfigured."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    """full_pair: the messages asking for pairs."""
+    answer_first: AnswerFirstConfig = field(default_factory=AnswerFirstConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     """Only for documents stored before splits were (the store's own split of a document comes first)."""
@@ -90,6 +153,8 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.per_document < 1 or self.pairs_per_chunk < 1:
             raise ConfigError("qa.per_document and qa.pairs_per_chunk must be at least 1")
+        if self.mode not in MODES:
+            raise ConfigError(f"qa.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
 
@@ -104,6 +169,8 @@ class QASettings(GenerationConfig):
     """Apply pending migrations before writing."""
     progress: bool = True
     """Show a progress bar."""
+    summary_samples: int = 5
+    """Accepted pairs shown under the summary table."""
     export: dict[str, Any] = field(default_factory=lambda: {"path": "disliked_conversations.jsonl"})
     """`qa export`: {path: where the disliked conversations go}."""
 

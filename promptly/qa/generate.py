@@ -7,6 +7,11 @@ ones once at least one new pair passed validation (a chunk whose new pairs were 
 old ones), the new pairs written before the old are deleted, so a crash in between loses nothing.
 Pairs from the QA file are never replaced or deleted here: a generated question that repeats one of
 them counts as a duplicate.
+
+Two modes (`qa.mode`): full_pair asks the generator for whole pairs in JSON and checks that each answer
+is grounded in its chunk (promptly/qa/validation.py), for strong models behind an endpoint;
+answer_first picks answer spans from the chunk and asks only for their questions, then keeps the pairs
+that pass the round trip (promptly/qa/answer_first.py), which a small local model can do.
 """
 
 from __future__ import annotations
@@ -15,33 +20,44 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from promptly.evaluation.rag_metrics import TextEncoder
 from promptly.ingest.qa import split_for_document
+from promptly.qa.answer_first import RoundTrip, validate_questions
 from promptly.qa.config import GenerationConfig
 from promptly.qa.generators import GeneratorError, QAGenerator
+from promptly.qa.spans import AnswerSpan, select_spans
 from promptly.qa.validation import REASONS, PairValidator, normalize_question, parse_reply
 from promptly.records import Chunk, QAPair, Split, sha256_hex
 from promptly.store.base import ChunkStore
 from promptly.utils.concurrency import in_order
 
 log = logging.getLogger(__name__)
+Request = tuple[Chunk, AnswerSpan | None]
+"""A chunk and the answer span asked about (None: full_pair, the generator writes whole pairs)."""
+
 
 @dataclass
 class GenerationReport:
     """What one run did; printed as the summary table."""
 
+    mode: str = "full_pair"
+    """answer_first or full_pair (`auto` resolved)."""
     documents: int = 0
     chunks_sampled: int = 0
     chunks_skipped: int = 0
+    chunks_without_spans: int = 0
+    """answer_first: sampled chunks with no answer-bearing span (nothing asked)."""
     requests: int = 0
     accepted: int = 0
     stored: int = 0
     replaced: int = 0
     """Earlier generated pairs deleted because their chunk got new ones (regenerate)."""
     rejected: Counter[str] = field(default_factory=lambda: Counter({r: 0 for r in REASONS}))
+    accepted_pairs: list[QAPair] = field(default_factory=list)
+    """The accepted pairs in the order they were judged (the summary shows a few)."""
     seconds: float = 0.0
 
     @property
@@ -84,6 +100,20 @@ def sample_chunks(store: ChunkStore, cfg: GenerationConfig, skip: set[str]) -> t
     return chosen, len(by_doc), skipped
 
 
+def resolve_mode(mode: str, generator: QAGenerator) -> str:
+    """`auto`: what the generator suits (its `default_mode`; answer_first when it names none)."""
+    return str(getattr(generator, "default_mode", "answer_first")) if mode == "auto" else mode
+
+
+def plan_requests(chunks: Sequence[Chunk], mode: str, cfg: GenerationConfig) -> list[Request]:
+    """One request per chunk (full_pair), or one per answer span, `pairs_per_chunk` spans a chunk."""
+    if mode == "full_pair":
+        return [(chunk, None) for chunk in chunks]
+    af = cfg.answer_first
+    return [(chunk, span) for chunk in chunks
+            for span in select_spans(chunk.content, cfg.pairs_per_chunk, af.min_span_words, af.max_span_words)]
+
+
 def generate_pairs(
     store: ChunkStore,
     encoder: TextEncoder,
@@ -94,13 +124,16 @@ def generate_pairs(
     """Generate, validate and store pairs for the sampled chunks; return the counts."""
     cfg = cfg or GenerationConfig()
     started = time.perf_counter()
-    report = GenerationReport()
+    report = GenerationReport(mode=resolve_mode(cfg.mode, generator))
     validator = PairValidator(encoder, cfg.validation)
+    round_trip = RoundTrip(store, encoder, cfg.answer_first) if report.mode == "answer_first" else None
     stored_splits = store.document_splits()
     existing = list(store.iter_qa_pairs())
     with_pairs = set() if cfg.regenerate else {c for p in existing for c in p.chunk_ids}
     chunks, report.documents, report.chunks_skipped = sample_chunks(store, cfg, with_pairs)
     report.chunks_sampled = len(chunks)
+    requests = plan_requests(chunks, report.mode, cfg)
+    report.chunks_without_spans = len({c.id for c in chunks} - {c.id for c, _ in requests})
     asked = {c.id for c in chunks}
     replaceable: dict[str, list[str]] = {}  # chunk id -> ids of its earlier generated pairs
     for pair in existing:
@@ -110,15 +143,43 @@ def generate_pairs(
             validator.remember(pair.document_id, pair.question)
     failures_in_a_row = 0
 
-    def ask(chunk: Chunk) -> str | GeneratorError:
+    def ask(request: Request) -> str | GeneratorError:
+        chunk, span = request
         try:
-            return generator.generate(cfg.prompt.messages(chunk, cfg.pairs_per_chunk), request_seed(cfg.seed, chunk.id))
+            if span is None:
+                return generator.generate(cfg.prompt.messages(chunk, cfg.pairs_per_chunk),
+                                          request_seed(cfg.seed, chunk.id))
+            messages = cfg.answer_first.prompt.messages(chunk, span.text, span.section, span.header)
+            return generator.generate(messages, request_seed(cfg.seed, f"{chunk.id}:{span.text}"))
         except GeneratorError as err:
             return err
 
-    # Requests overlap (up to the generator's concurrency); replies are validated and stored in chunk
-    # order, so the verdicts (duplicates above all) are those of a one-at-a-time run.
-    for chunk, reply in zip(chunks, in_order(ask, chunks, getattr(generator, "concurrency", 1)), strict=True):
+    def finish(chunk: Chunk, replies: list[tuple[AnswerSpan | None, str]]) -> None:
+        split = stored_splits.get(chunk.document_id) or split_for_document(chunk.document_id, cfg.split)
+        if round_trip is None:
+            pairs = [p for _, reply in replies for p in _validate(reply, chunk, split, cfg, validator, report)]
+        else:
+            pairs = validate_questions([(s, r) for s, r in replies if s is not None], chunk, split,
+                                       cfg.answer_first, validator, round_trip, report.rejected)
+        report.accepted += len(pairs)
+        report.accepted_pairs.extend(pairs)
+        report.stored += store.upsert_qa_pairs(pairs)
+        if pairs and chunk.id in replaceable:
+            fresh = {p.id for p in pairs}
+            report.replaced += store.delete_qa_pairs([i for i in replaceable[chunk.id] if i not in fresh])
+        if on_progress:
+            on_progress(chunk)
+
+    # Requests overlap (up to the generator's concurrency); replies are validated and stored chunk by
+    # chunk in order, so the verdicts (duplicates above all) are those of a one-at-a-time run.
+    current: Chunk | None = None
+    replies: list[tuple[AnswerSpan | None, str]] = []
+    for (chunk, span), reply in zip(requests, in_order(ask, requests, getattr(generator, "concurrency", 1)),
+                                    strict=True):
+        if current is not None and chunk.id != current.id:
+            finish(current, replies)
+            replies = []
+        current = chunk
         report.requests += 1
         if isinstance(reply, GeneratorError):
             log.warning("generator failed on a chunk of %s: %s", chunk.document_id, reply)
@@ -128,14 +189,9 @@ def generate_pairs(
                 raise GeneratorError(f"{failures_in_a_row} requests in a row failed, the last with: {reply}")
             continue
         failures_in_a_row = 0
-        split = stored_splits.get(chunk.document_id) or split_for_document(chunk.document_id, cfg.split)
-        pairs = _validate(reply, chunk, split, cfg, validator, report)
-        report.stored += store.upsert_qa_pairs(pairs)
-        if pairs and chunk.id in replaceable:
-            fresh = {p.id for p in pairs}
-            report.replaced += store.delete_qa_pairs([i for i in replaceable[chunk.id] if i not in fresh])
-        if on_progress:
-            on_progress(chunk)
+        replies.append((span, reply))
+    if current is not None:
+        finish(current, replies)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -162,7 +218,6 @@ def _validate(reply: str, chunk: Chunk, split: Split, cfg: GenerationConfig, val
         if not grounding.grounded:
             report.rejected["ungrounded"] += 1
             continue
-        report.accepted += 1
         validator.remember(chunk.document_id, cand.question)
         out.append(QAPair(question=cand.question, answer=cand.answer, document_id=chunk.document_id,
                           split=split, chunk_ids=(chunk.id,), origin="generated").with_id())

@@ -18,7 +18,8 @@ GeneratorError = LLMClientError
 
 
 class QAGenerator(Protocol):
-    """What `promptly qa generate` needs from a generator."""
+    """What `promptly qa generate` needs from a generator (which may also name a `default_mode`: what
+    `qa.mode=auto` resolves to with it; answer_first when it names none)."""
 
     name: str
     concurrency: int
@@ -32,9 +33,15 @@ class QAGenerator(Protocol):
 class OpenAICompatibleGenerator(OpenAIChatClient):
     """`qa_generator=openai_compatible`: promptly.llm_clients.OpenAIChatClient (messages name `qa_generator`)."""
 
+    default_mode = "full_pair"
+    """What `qa.mode=auto` means with it: a strong model writes whole pairs."""
+
 
 class LocalHFGenerator(LocalHFClient):
     """`qa_generator=local_hf`: promptly.llm_clients.LocalHFClient."""
+
+    default_mode = "answer_first"
+    """What `qa.mode=auto` means with it: a small model only writes questions for given answers."""
 
 
 __all__ = ["GeneratorError", "LocalHFGenerator", "Messages", "OpenAICompatibleGenerator", "QAGenerator"]

@@ -22,8 +22,11 @@ from promptly.evaluation import text as text_rules
 from promptly.evaluation.rag_metrics import CachedEncoder, TextEncoder, faithfulness
 from promptly.qa.config import ValidationConfig
 
-REASONS = ("malformed", "empty", "surplus", "duplicate", "ungrounded", "generator_error")
-"""Why a pair (or, for `malformed` replies and `generator_error`, a whole request) was rejected."""
+REASONS = ("malformed", "empty", "surplus", "duplicate", "ungrounded", "not_verbatim", "answer_in_question",
+           "answer_mismatch", "not_retrieved", "generator_error")
+"""Why a pair (or, for `malformed` replies and `generator_error`, a whole request) was rejected; the
+answer-first checks (promptly/qa/answer_first.py) give `not_verbatim`, `answer_in_question`,
+`answer_mismatch` and `not_retrieved`, the full-pair ones `surplus` and `ungrounded`."""
 
 REPLY_SCHEMA: dict[str, Any] = {
     "type": "object",
