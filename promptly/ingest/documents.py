@@ -15,7 +15,7 @@ from promptly.errors import InputNotFoundError
 from promptly.records import Document, sha256_hex
 from promptly.textsafe import clean_text, clean_value
 
-SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".jsonl")
+SUPPORTED_SUFFIXES = (".md", ".markdown", ".mdx", ".txt", ".html", ".htm", ".pdf", ".jsonl")
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,12 @@ def _extract(raw: bytes, suffix: str, path: Path) -> tuple[str, str, dict[str, A
         title, text = html_to_markdown(_decode(raw))
         title = title or path.stem
         fmt = "html"
+    elif suffix == ".mdx":
+        from promptly.ingest.formats import mdx_to_markdown
+
+        title, text = mdx_to_markdown(_decode(raw))
+        title = title or _markdown_title(text) or path.stem.replace("-", " ").replace("_", " ")
+        fmt = "markdown"  # what the text is once the JSX is out (the chunker splits it by headings)
     else:
         text = _decode(raw)
         fmt = "markdown" if suffix in (".md", ".markdown") else "text"
