@@ -204,12 +204,16 @@ def run_promptly(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: a
 def run_raw(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: argparse.Namespace) -> float:
     torch.manual_seed(args.seed)
     model = factory.build()
+    if args.compile:  # regional: each decoder layer compiled in place (the loss calls the decoder directly)
+        for layer in [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]:
+            layer.compile()
     opt = _adamw(args)(params=[p for p in model.parameters() if p.requires_grad])
     args.optimizer_text = _optimizer_text(opt)
     batching = resolve_batching(Batching(args.batching), factory.attn_implementation)
     sampler = EpochBatchSampler(file.lengths, batching, args.batch_size, args.max_length, True, args.seed)
     collate = Collator(tokenizer.pad_token_id, packed=batching == Batching.packed)
     meter, epoch = Meter(args.warmup, "raw_loop" if args.profile else None, args.steps), 0
+    started = time.perf_counter()
     while meter.steps < args.steps:
         sampler.set_epoch(epoch)
         for rows in sampler:
@@ -221,6 +225,8 @@ def run_raw(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: argpar
             opt.step()
             opt.zero_grad(set_to_none=True)
             meter.step(int(batch["n_supervised"]))
+            if meter.steps == 1 and args.compile:
+                print(f"raw_loop compiled: first step (compilation included) {time.perf_counter() - started:.1f} s")
             if meter.steps == args.steps:
                 break
         epoch += 1
@@ -309,6 +315,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", dest="precision_setting", default="auto", choices=["auto", "32", "bf16"],
                         help="auto: as promptly train resolves it on this machine (same for every contender)")
+    parser.add_argument("--contenders", default="promptly,trainer,trainer_grouped,raw_loop")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the raw loop's decoder layers (the first step's time, compilation "
+                             "included, is printed); compare its rate with a run without")
     parser.add_argument("--profile", action="store_true",
                         help="torch.profiler over the timed steps of each contender: top ops by self CPU time")
     parser.add_argument("--threads", default="auto",
@@ -359,7 +369,7 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
         print(f"[{model}] padding: promptly {padding_waste(file, ours):.1%} of batch tokens, random batches "
               f"{padding_waste(file, rand):.1%}")
         print(f"[{model}] load average before: {_load()}", flush=True)
-        rates: dict[str, list[float]] = {"promptly": [], "trainer": [], "trainer_grouped": [], "raw_loop": []}
+        rates: dict[str, list[float]] = {name: [] for name in args.contenders.split(",")}
         for r in range(args.rounds):
             for name in rates:
                 if name == "promptly":
@@ -376,7 +386,9 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
         for name, v in rates.items():
             print(f"[{model}] {name:15s} median {median[name]:8.1f}  best {max(v):8.1f}  worst {min(v):8.1f} "
                   "supervised tokens/s")
-        others = ("trainer", "trainer_grouped", "raw_loop")
+        others = [n for n in ("trainer", "trainer_grouped", "raw_loop") if n in rates]
+        if "promptly" not in rates:
+            return {}
         print(f"[{model}] best-round ratios: " + " ".join(
             f"vs_{n}={max(rates['promptly']) / max(rates[n]):.2f}" for n in others))
         return {f"vs_{n}": median["promptly"] / median[n] for n in others}

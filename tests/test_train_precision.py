@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from promptly.errors import ConfigError
@@ -67,6 +68,20 @@ def test_explicit_settings_win() -> None:
     assert choose_precision("auto", "float16", adapter_only=True, hardware=BF16_GPU).weight_dtype == "float16"
     with pytest.raises(ConfigError, match=r"model\.dtype"):
         choose_precision("auto", "half", adapter_only=True, hardware=BF16_GPU)
+
+
+@pytest.mark.parametrize("experiment", ["smollm2_135m_lora", "demo"])
+def test_smollm2_experiments_train_in_bf16_on_a_native_bf16_cpu_without_a_precision_override(
+        experiment: str, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = train_config([f"experiment={experiment}"], tmp_path / "run")
+    assert cfg.trainer.precision == "auto" and cfg.model.dtype == "auto"
+    factory = instantiate(cfg.model)  # nothing is loaded
+    hardware = detect_hardware(str(cfg.trainer.accelerator))
+    assert not hardware.gpu or torch.cuda.is_available()  # trainer=default: the CPU where there is no GPU
+    choice = choose_precision(cfg.trainer.precision, factory.dtype_name, factory.adapter_only, AMX_CPU)
+    assert (choice.precision, choice.weight_dtype) == ("bf16-mixed", "bfloat16")
 
 
 def test_cpu_flags_are_read_from_cpuinfo() -> None:
