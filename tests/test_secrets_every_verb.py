@@ -82,7 +82,7 @@ def test_no_verb_writes_or_prints_a_secret(tmp_path: Path, pg_url: str) -> None:
             "bias": ["bias", *where, *tiny, "judge=openai_compatible", "judge.model=local-model",
                      f"judge.base_url={server.base_url}",
                      "judge.max_retries=0", "probes.axes=[gender]", "probes.templates_per_axis=1",
-                     "generation.max_new_tokens=4"],
+                     "generation.max_new_tokens=4", "calibration.enabled=false"],  # no BBQ download here
             "publish": ["publish", *store, "run_dir=latest", "publish.promote=true"],
             "launch": ["launch", "status", f"dir={home}"],
             "serve": ["serve", *where, *tiny, "serve.check=true", "serve.port=0"],  # starts, /readyz, exits
