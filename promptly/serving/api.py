@@ -34,6 +34,7 @@ from promptly.serving import protocol as p
 from promptly.serving.batching import Job
 from promptly.serving.engine import Engine, OverloadedError, Prepared, check_owner
 from promptly.serving.models import ModelSlot
+from promptly.serving.remote import EngineFailedError, EngineUnavailableError, RemoteJob
 from promptly.serving.reports import evaluation_report
 from promptly.serving.upload_jobs import UploadJobs
 from promptly.serving.uploads import UploadTooLargeError
@@ -55,6 +56,7 @@ class RequestTimeoutError(PromptlyError):
 
 
 STATUS: list[tuple[type[Exception], int, str]] = [
+    (EngineUnavailableError, 503, "engine_unavailable"), (EngineFailedError, 502, "engine_error"),
     (OverloadedError, 429, "rate_limit_exceeded"), (RequestTimeoutError, 504, "timeout"),
     (ModelNotFoundError, 404, "model_not_found"), (UploadTooLargeError, 413, "upload_too_large"),
     (NotReadyError, 503, "not_ready"), (StoreError, 503, "store_unavailable"),
@@ -176,9 +178,13 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         reason = engine.not_ready()
+        remote = {"engine": "openai"} if engine.remote else {}
         if reason:
-            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready", "model": engine.slot().model_id})
+            return JSONResponse({"status": "not ready", "reason": reason, **remote}, status_code=503)
+        slot = engine.slot()
+        if slot.engine_model is not None:
+            remote["engine_model"] = slot.engine_model
+        return JSONResponse({"status": "ready", "model": slot.model_id, **remote})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -279,6 +285,13 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
             held.close()
             raise
         cid = p.new_completion_id()
+        if body.stream and isinstance(job, RemoteJob):  # an engine that fails at once: 502/503, not a 200 stream
+            try:
+                await _within(job.started(), deadline)
+            except BaseException:
+                job.cancelled = True
+                held.close()
+                raise
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             # the stream releases its admission when it ends; the background task if it never started
@@ -286,21 +299,24 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
                                      background=BackgroundTask(held.close))
         with held:
-            text, count = "", 0
+            text, count, engine_usage = "", 0, None
             async for kind, value in _events(job, arrival, deadline):
-                if kind == "token":
+                if kind in ("token", "delta"):
                     count += 1
+                elif kind == "usage":
+                    engine_usage = value
                 else:
                     text = value
             conversation_id = await _store(prepared, text)
+        count = int(engine_usage["completion_tokens"]) if engine_usage else count
         return JSONResponse(p.completion(cid, slot.model_id, text, _finish(count, sampling.max_new_tokens),
-                                         _usage(prepared, count), _citations(prepared), conversation_id))
+                                         _usage(prepared, count, engine_usage), _citations(prepared), conversation_id))
 
-    async def _stream(prepared: Prepared, job: Job, cid: str, arrival: float, deadline: float, held: ExitStack,
-                      include_usage: bool) -> AsyncIterator[str]:
+    async def _stream(prepared: Prepared, job: Job | RemoteJob, cid: str, arrival: float, deadline: float,
+                      held: ExitStack, include_usage: bool) -> AsyncIterator[str]:
         model = prepared.slot.model_id
         decoder = _Decoder(prepared.slot.loaded.tokenizer)
-        count = 0
+        count, engine_usage = 0, None
         with held:
             yield _sse(p.chunk(cid, model, {"role": "assistant", "content": ""}))
             try:
@@ -308,6 +324,13 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
                     if kind == "token":
                         count += 1
                         delta = decoder.add(value)
+                    elif kind == "delta":  # an engine's text piece (serve.engine=openai) passes through as is
+                        count += 1
+                        delta = value
+                    elif kind == "usage":
+                        engine_usage, delta = value, ""
+                    elif isinstance(job, RemoteJob):
+                        delta, text = "", value
                     else:
                         delta, text = decoder.finish(value), value
                     if delta:
@@ -320,10 +343,10 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
             yield _sse(p.chunk(cid, model, {}, _finish(count, prepared.sampling.max_new_tokens),
                                citations=_citations(prepared), conversation_id=conversation_id))
             if include_usage:
-                yield _sse({**p.chunk(cid, model, {}), "choices": [], "usage": _usage(prepared, count)})
+                yield _sse({**p.chunk(cid, model, {}), "choices": [], "usage": _usage(prepared, count, engine_usage)})
             yield "data: [DONE]\n\n"
 
-    async def _events(job: Job, arrival: float, deadline: float) -> AsyncIterator[tuple[str, Any]]:
+    async def _events(job: Job | RemoteJob, arrival: float, deadline: float) -> AsyncIterator[tuple[str, Any]]:
         """The job's tokens and its final text; a timeout or a client gone cancels the job."""
         first, finished = True, False
         try:
@@ -332,7 +355,7 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
                 if kind == "error":
                     finished = True
                     raise value
-                if kind == "token" and first:
+                if kind in ("token", "delta") and first:
                     first = False
                     metrics.ttft_seconds.observe(time.monotonic() - arrival)
                 finished = kind == "done"
@@ -364,7 +387,11 @@ def _finish(count: int, max_new_tokens: int) -> str:
     return "length" if count >= max_new_tokens else "stop"
 
 
-def _usage(prepared: Prepared, count: int) -> dict[str, int]:
+def _usage(prepared: Prepared, count: int, engine_usage: dict[str, int] | None = None) -> dict[str, int]:
+    """Token counts: the engine's own when it sent them (serve.engine=openai), else this server's."""
+    if engine_usage:
+        prompt, count = int(engine_usage["prompt_tokens"]), int(engine_usage["completion_tokens"])
+        return {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
     prompt = len(prepared.question.prompt_ids)
     return {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
 

@@ -21,6 +21,42 @@ DEFAULT_STYLES = {
 }
 
 
+ENGINES = ("local", "openai")
+
+
+@dataclass
+class OpenAIEngineSettings:
+    """`serve.openai.*`: the OpenAI-compatible server that generates answers with `serve.engine=openai`
+    (vLLM, TGI, SGLang, a llama.cpp server, Ollama, OpenAI). Requests go through promptly/llm_clients.py's
+    client (the official `openai` library: retries with exponential backoff and jitter)."""
+
+    base_url: str | None = None
+    """The engine's API root, e.g. http://vllm:8000/v1 (null: OpenAI itself, which needs the key)."""
+    model: str = ""
+    """The model name the engine serves (vLLM's --served-model-name); the served registry version's
+    `engine_model` (recorded by `promptly publish publish.engine_model=...`) takes its place."""
+    api_key_env: str = "PROMPTLY_ENGINE_API_KEY"
+    """Environment variable holding the engine's key (a local engine without a key gets a placeholder);
+    the key itself never appears in a config."""
+    connect_timeout_s: float = 3.0
+    """Longest wait to connect to the engine."""
+    timeout_s: float = 30.0
+    """Longest wait for the engine's first byte, and between two streamed chunks."""
+    max_retries: int = 2
+    """Retries of a failed connect, a timeout, a 429 or a 5xx, with backoff, before anything is streamed."""
+    health_poll_s: float = 5.0
+    """How often the engine's /models is checked for /readyz (a failed answer also marks it down at once)."""
+    max_context_chars: int = 16_000
+    """Retrieved context longer than this many characters loses its lowest-ranked chunks (the engine's
+    tokenizer is not here; ~4 characters a token in English)."""
+
+    def __post_init__(self) -> None:
+        if min(self.connect_timeout_s, self.timeout_s, self.health_poll_s) <= 0:
+            raise ConfigError("serve.openai.connect_timeout_s, timeout_s and health_poll_s must be > 0")
+        if self.max_retries < 0 or self.max_context_chars < 1:
+            raise ConfigError("serve.openai.max_retries must be >= 0 and serve.openai.max_context_chars >= 1")
+
+
 @dataclass
 class ServeSettings:
     """`serve.*`: the HTTP server, its batching and its limits."""
@@ -75,8 +111,18 @@ class ServeSettings:
     """Answer styles a request may name (`style`), each a system prompt; `default` is the model's own."""
     check: bool = False
     """Start, wait until /readyz answers 200, print it and exit (for smoke tests and CI)."""
+    engine: str = "local"
+    """Who generates the answers: `local` (the model loaded in this process) or `openai` (the server in
+    `serve.openai`; no model is loaded here). Retrieval, prompts, citations, conversations, versions and
+    metrics stay in promptly either way."""
+    openai: OpenAIEngineSettings = field(default_factory=OpenAIEngineSettings)
+    """The OpenAI-compatible engine used with engine=openai."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.openai, dict):  # built from a plain container (settings_of)
+            self.openai = OpenAIEngineSettings(**self.openai)
+        if self.engine not in ENGINES:
+            raise ConfigError(f"serve.engine={self.engine!r}: choose one of {', '.join(ENGINES)}")
         if self.max_batch_size < 1 or self.max_pending < 1 or self.store_pool_size < 1:
             raise ConfigError("serve.max_batch_size, serve.max_pending and serve.store_pool_size must be >= 1")
         if self.batch_wait_ms < 0 or self.request_timeout_s <= 0 or self.poll_seconds <= 0:

@@ -29,6 +29,7 @@ from promptly.serving.batching import GenerationBatcher, Job
 from promptly.serving.config import ServeSettings
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.models import ModelManager, ModelSlot, explicit_model
+from promptly.serving.remote import RemoteEngine, RemoteJob, RemoteModelManager, chat_messages
 from promptly.serving.store_pool import StorePool
 from promptly.store.base import ANONYMOUS
 
@@ -70,6 +71,8 @@ class Prepared:
     slot: ModelSlot
     question: PreparedQuestion
     sampling: SamplingConfig
+    messages: list[dict[str, str]] | None = None
+    """The chat messages sent to the engine (serve.engine=openai); None when generated here."""
 
 
 class Engine:
@@ -87,7 +90,11 @@ class Engine:
         self.sampling = SamplingConfig(**OmegaConf.to_container(cfg.generation, resolve=True))  # type: ignore[arg-type]
         self.k, self.mode = int(cfg.retrieval.k), str(cfg.retrieval.mode)
         follow = settings.follow_active if settings.follow_active is not None else not explicit_model(cfg)
-        self.models = ModelManager(cfg, self.pool, follow, settings.poll_seconds, self.metrics)
+        self.remote = (RemoteEngine(settings.openai, self.metrics, settings.max_pending)
+                       if settings.engine == "openai" else None)
+        """The OpenAI-compatible engine that generates instead of a local model (serve.engine=openai)."""
+        self.models = (RemoteModelManager(cfg, self.pool, follow, settings.poll_seconds, self.metrics, self.remote)
+                       if self.remote else ModelManager(cfg, self.pool, follow, settings.poll_seconds, self.metrics))
         self.batcher = GenerationBatcher(settings.batch_wait_ms / 1000, settings.max_batch_size, self.metrics,
                                          admitted=lambda: self._pending)
         self.store_error: str | None = "the store has not been checked yet"
@@ -99,10 +106,14 @@ class Engine:
     def start(self) -> None:
         """Load in the background: /healthz answers at once, /readyz once model and store are ready."""
         self._store_thread.start()
+        if self.remote:
+            self.remote.start()
         self.models.start()
         self.batcher.start()
 
     def stop(self) -> None:
+        if self.remote:
+            self.remote.stop()
         self.models.stop()
         self.batcher.stop()
         self.pool.close()
@@ -134,7 +145,7 @@ class Engine:
             return self.store_error
         if self.models.current is None:
             return self.models.error or "the model is loading"
-        return None
+        return self.remote.error if self.remote else None
 
     def slot(self) -> ModelSlot:
         current = self.models.current
@@ -204,7 +215,9 @@ class Engine:
         return self.settings.styles[style]
 
     def question_tokens(self, slot: ModelSlot, question: str) -> int:
-        return len(slot.loaded.tokenizer(question, add_special_tokens=False)["input_ids"])
+        """In the served model's tokens; with engine=openai (no tokenizer here) in the embedder's."""
+        tokenizer = slot.loaded.tokenizer if slot.loaded.tokenizer is not None else self.embedder.hf_tokenizer
+        return len(tokenizer(question, add_special_tokens=False)["input_ids"])
 
     def prepare(self, slot: ModelSlot, question: str, chunks: list[ContextChunk], system: str,
                 sampling: SamplingConfig) -> Prepared:
@@ -213,13 +226,21 @@ class Engine:
         if tokens > self.settings.max_question_tokens:
             raise ConfigError(f"the question has {tokens} tokens; at most {self.settings.max_question_tokens} "
                               "are accepted (serve.max_question_tokens)")
+        if slot.engine_model is not None:
+            assert self.remote is not None
+            messages, shown = chat_messages(slot.loaded.prompt, system, question, chunks,
+                                            self.remote.settings.max_context_chars)
+            return Prepared(slot, PreparedQuestion(question, shown, [], 0), sampling, messages)
         loaded = replace(slot.loaded, prompt=replace(slot.loaded.prompt, system=system))
         # render() only: the context was retrieved above, with a pooled store, so the answerer needs none
         answerer = Answerer(loaded, None, sampling)  # type: ignore[arg-type]
         return Prepared(slot, answerer.render(question, chunks), sampling)
 
     # -- generation ----------------------------------------------------------------------------------------
-    def submit(self, prepared: Prepared) -> Job:
+    def submit(self, prepared: Prepared) -> Job | RemoteJob:
+        if prepared.messages is not None:
+            assert self.remote is not None and prepared.slot.engine_model is not None
+            return self.remote.submit(prepared.slot.engine_model, prepared.messages, prepared.sampling)
         job = Job(slot=prepared.slot, prompt_ids=prepared.question.prompt_ids, sampling=prepared.sampling,
                   loop=asyncio.get_running_loop())
         self.batcher.submit(job)

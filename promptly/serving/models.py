@@ -36,6 +36,8 @@ class ModelSlot:
     """The name /v1/models lists and answers carry: `<repo_id>@<version>` for a registry version."""
     version: ModelVersion | None = None
     """The registry version, when one is served (its config has the evaluation report)."""
+    engine_model: str | None = None
+    """The model name the OpenAI-compatible engine is asked for (serve.engine=openai); None: generated here."""
 
 
 def version_id(version: ModelVersion) -> str:
@@ -65,12 +67,11 @@ class ModelManager:
 
     def _run(self) -> None:
         try:
-            if not (self.follow and self._check_active()) and explicit_model(self.cfg):
-                self.current = ModelSlot(loaded := load_model(self.cfg), loaded.name)
+            if not (self.follow and self._check_active()) and self.has_configured():
+                self.current = self.load_configured()
                 log.info("serving %s", self.current.model_id)
             elif self.current is None:
-                self.error = ("no model to serve: the store has no active model version (`promptly publish "
-                              "promote`), and no model=, run_dir= or model_dir= was given")
+                self.error = self.nothing_to_serve()
         except Exception as err:  # shown by /readyz; the server stays up to say why
             self.error = f"loading the model failed: {err}"
             log.exception("loading the model failed")
@@ -79,6 +80,18 @@ class ModelManager:
                 self._check_active()
             except Exception:  # a failed poll or load keeps the current model; the next poll tries again
                 log.exception("switching to the active model version failed")
+
+    def has_configured(self) -> bool:
+        """Whether a model is configured to serve when no registry version is (model=, run_dir=, model_dir=)."""
+        return explicit_model(self.cfg)
+
+    def nothing_to_serve(self) -> str:
+        return ("no model to serve: the store has no active model version (`promptly publish promote`), and no "
+                "model=, run_dir= or model_dir= was given")
+
+    def load_configured(self) -> ModelSlot:
+        loaded = load_model(self.cfg)
+        return ModelSlot(loaded, loaded.name)
 
     def _check_active(self) -> bool:
         """Load and swap in the active version if it is not the one served; True when one is served."""
