@@ -41,3 +41,26 @@ def test_ingest_stores_nul_and_surrogate_text_cleaned(tmp_path: Path, pg_store: 
     again = sync_documents(load_source(SourceConfig(path=str(docs)), chunker.fingerprint()), pg_store, chunker,
                            embedder)  # ids and hashes are those of the stored text: nothing changes
     assert not again.added and not again.updated and not again.deleted, again
+
+
+def test_qa_file_with_nul_and_surrogates_loads_cleaned(tmp_path: Path, pg_store: PostgresStore,
+                                                       embedder) -> None:  # type: ignore[no-untyped-def]
+    from promptly.ingest.qa import SplitConfig, load_qa_pairs
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "queue.md").write_text("# Queue\n\nThe queue retries every message three times.", encoding="utf-8")
+    chunker = TokenChunker(chunk_tokens=200, overlap_tokens=32)
+    assert sync_documents(load_source(SourceConfig(path=str(docs)), chunker.fingerprint()), pg_store, chunker,
+                          embedder).ok
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "How often\u0000 does the queue retry \ud800?",
+                              "answer": "Three\u0000 times \udfff.", "document_id": "queue.md"}) + "\n",
+                  encoding="ascii")
+    report = load_qa_pairs(qa, pg_store, embedder, SplitConfig())
+    assert not report.failed and report.loaded == 1, report
+    (pair,) = list(pg_store.iter_qa_pairs())
+    assert (pair.question, pair.answer) == ("How often does the queue retry \ufffd?", "Three times \ufffd.")
+    assert pair.chunk_ids  # linked to its gold chunk through an embedding of the cleaned answer
+    again = load_qa_pairs(qa, pg_store, embedder, SplitConfig())  # the same id: nothing new, nothing deleted
+    assert not again.failed and len(list(pg_store.iter_qa_pairs())) == 1

@@ -16,6 +16,7 @@ from promptly.ingest.splits import SplitConfig, split_for_document
 from promptly.ingest.sync import ALLOW_SETTING, CleanupMode, DeletionGuard
 from promptly.records import QAPair
 from promptly.store.base import ChunkStore
+from promptly.textsafe import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ def read_qa_file(path: Path, split: SplitConfig, redact: Redact | None = None,
         if missing:
             failures.append(LoadFailure(where, f"missing {', '.join(missing)}"))
             continue
-        doc_id = str(row["document_id"])
-        question, answer = str(row["question"]).strip(), str(row["answer"]).strip()
+        # promptly.textsafe's rule before the id (a hash) and the embedder see them, as the store would store them
+        doc_id = clean_text(str(row["document_id"]))
+        question, answer = clean_text(str(row["question"])).strip(), clean_text(str(row["answer"])).strip()
         if redact is not None:
             q, a = redact(question), redact(answer)
             question, answer = q.text, a.text
