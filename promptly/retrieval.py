@@ -16,6 +16,7 @@ from typing import Any
 from promptly.errors import ConfigError
 from promptly.records import Chunk, QAPair, SearchHit
 from promptly.store.base import ChunkStore
+from promptly.textsafe import clean_text
 
 ContextChunk = dict[str, Any]
 """One chunk as a prompt shows it: document_id, ordinal, content, title, chunk_id, score."""
@@ -61,7 +62,8 @@ class Retriever:
         k = k or self.k
         out: list[list[ContextChunk]] = []
         for start in range(0, len(questions), self.batch_size):
-            batch = list(questions[start : start + self.batch_size])
+            # promptly.textsafe: a tokenizer raises TypeError on a lone surrogate (ask, eval and data all come here)
+            batch = [clean_text(q) for q in questions[start : start + self.batch_size]]
             vectors = self.embedder.embed_queries(batch)
             for question, vector in zip(batch, vectors, strict=True):
                 hits = self.store.search(vector, question, k=k, filter=filter, mode=self.mode,  # type: ignore[arg-type]

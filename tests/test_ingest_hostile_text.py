@@ -64,3 +64,15 @@ def test_qa_file_with_nul_and_surrogates_loads_cleaned(tmp_path: Path, pg_store:
     assert pair.chunk_ids  # linked to its gold chunk through an embedding of the cleaned answer
     again = load_qa_pairs(qa, pg_store, embedder, SplitConfig())  # the same id: nothing new, nothing deleted
     assert not again.failed and len(list(pg_store.iter_qa_pairs())) == 1
+
+
+def test_retrieval_takes_questions_with_nul_and_lone_surrogates(ingested_store: PostgresStore,
+                                                                embedder) -> None:  # type: ignore[no-untyped-def]
+    """`promptly ask`, eval and the datamodule retrieve through Retriever: a question from a file or argv with a
+    NUL or an undecodable byte (surrogateescape) still finds its chunks."""
+    from promptly.retrieval import Retriever
+
+    retriever = Retriever(ingested_store, embedder, k=3)
+    clean = retriever.search(["How do I configure quillmq retries?"])[0]
+    hostile = retriever.search(["How do I\x00 configure quillmq retries?\udcff"])[0]
+    assert len(hostile) == 3 and hostile[0]["document_id"] == clean[0]["document_id"]
