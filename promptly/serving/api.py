@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -277,8 +278,8 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
         held = ExitStack()
         held.enter_context(engine.admit())
         try:
-            chunks = await _within(run_in_threadpool(engine.retrieve, question, body.k, search_filter, owner),
-                                   deadline)
+            chunks = await _before_start(run_in_threadpool(engine.retrieve, question, body.k, search_filter,
+                                                           owner), deadline)
             prepared = await run_in_threadpool(engine.prepare, slot, question, chunks, system, sampling)
             job = engine.submit(prepared)
         except BaseException:
@@ -292,6 +293,14 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
                 job.cancelled = True
                 held.close()
                 raise
+        if isinstance(job, Job):  # a local answer starts within serve.request_timeout_s or is refused (429)
+            try:
+                await _start(job, deadline)
+            except BaseException:
+                job.cancelled = True
+                held.close()
+                raise
+            deadline = math.inf  # once started it is finished: its length is bounded by max_tokens
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             # the stream releases its admission when it ends; the background task if it never started
@@ -371,7 +380,22 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
         return await run_in_threadpool(engine.store_conversation, prepared.question.question, text, chunk_ids,
                                        prepared.slot.model_id)
 
+    async def _start(job: Job, deadline: float) -> None:
+        await _before_start(job.started(), deadline)
+
+    async def _before_start(awaitable: Any, deadline: float) -> Any:
+        """Retrieval, then the wait for a row in the batch: what cannot start by the deadline is a 429 (the
+        client may retry), never a 504 after the work was accepted."""
+        try:
+            return await asyncio.wait_for(awaitable, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            metrics.rejected.labels("not_started").inc()
+            raise OverloadedError(engine.retry_after(), " (the answer could not start within "
+                                  f"serve.request_timeout_s={settings.request_timeout_s:g} s)") from None
+
     async def _within(awaitable: Any, deadline: float) -> Any:
+        if deadline == math.inf:
+            return await awaitable
         try:
             return await asyncio.wait_for(awaitable, timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:

@@ -74,14 +74,18 @@ class ServeSettings:
     model, run_dir or model_dir is given)."""
     poll_seconds: float = 5.0
     """How often the active version is checked."""
-    batch_wait_ms: float = 50.0
-    """How long the first queued request waits for others to share its generation batch."""
     max_batch_size: int = 16
-    """Most requests generated together."""
+    """Most sequences decoded together: a request joins the running batch at the next step while fewer
+    run, and waits in the queue for a row otherwise (continuous batching)."""
+    max_prefill_tokens: int = 4096
+    """Prompt tokens prefilled in one turn while others are mid-answer (a newcomer alone always is), so
+    a wave of long prompts delays the running answers by one bounded prefill at a time."""
     max_pending: int = 64
     """Requests admitted at once (retrieving, queued or generating); more are answered 429 with Retry-After."""
     request_timeout_s: float = 60.0
-    """A request still unanswered after this is cancelled and answered 504."""
+    """A request must START generating within this (from its arrival): one that the recent token rate says
+    would wait longer is refused with 429 and Retry-After, as is one that has not started when it runs
+    out; a started answer is always finished."""
     max_question_tokens: int = 512
     """Longest question accepted, in the model's tokens (longer: 400)."""
     max_new_tokens_limit: int = 512
@@ -125,8 +129,8 @@ class ServeSettings:
             raise ConfigError(f"serve.engine={self.engine!r}: choose one of {', '.join(ENGINES)}")
         if self.max_batch_size < 1 or self.max_pending < 1 or self.store_pool_size < 1:
             raise ConfigError("serve.max_batch_size, serve.max_pending and serve.store_pool_size must be >= 1")
-        if self.batch_wait_ms < 0 or self.request_timeout_s <= 0 or self.poll_seconds <= 0:
-            raise ConfigError("serve.batch_wait_ms must be >= 0, serve.request_timeout_s and poll_seconds > 0")
+        if self.max_prefill_tokens < 1 or self.request_timeout_s <= 0 or self.poll_seconds <= 0:
+            raise ConfigError("serve.max_prefill_tokens must be >= 1, serve.request_timeout_s and poll_seconds > 0")
         if min(self.upload_workers, self.upload_batch_chunks, self.max_upload_chunks, self.max_queued_uploads) < 1:
             raise ConfigError("serve.upload_workers, upload_batch_chunks, max_upload_chunks and max_queued_uploads "
                               "must be >= 1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import threading
 import time
@@ -25,7 +26,7 @@ from promptly.errors import ConfigError, PromptlyError
 from promptly.ingest.redaction import Redactor
 from promptly.model.config import SamplingConfig
 from promptly.retrieval import ContextChunk, Retriever
-from promptly.serving.batching import GenerationBatcher, Job
+from promptly.serving.batching import ContinuousBatcher, Job
 from promptly.serving.config import ServeSettings
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.models import ModelManager, ModelSlot, explicit_model
@@ -40,10 +41,11 @@ UPLOADS_PREFIX = "uploads/"
 
 
 class OverloadedError(PromptlyError):
-    """More requests than serve.max_pending: answered 429 with Retry-After."""
+    """More requests than serve.max_pending, or a predicted (or actual) start later than
+    serve.request_timeout_s: answered 429 with Retry-After."""
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"the server is busy: try again in {retry_after_s} s")
+    def __init__(self, retry_after_s: int, why: str = "") -> None:
+        super().__init__(f"the server is busy{why}: try again in {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
 
@@ -95,8 +97,7 @@ class Engine:
         """The OpenAI-compatible engine that generates instead of a local model (serve.engine=openai)."""
         self.models = (RemoteModelManager(cfg, self.pool, follow, settings.poll_seconds, self.metrics, self.remote)
                        if self.remote else ModelManager(cfg, self.pool, follow, settings.poll_seconds, self.metrics))
-        self.batcher = GenerationBatcher(settings.batch_wait_ms / 1000, settings.max_batch_size, self.metrics,
-                                         admitted=lambda: self._pending)
+        self.batcher = ContinuousBatcher(settings.max_batch_size, self.metrics, settings.max_prefill_tokens)
         self.store_error: str | None = "the store has not been checked yet"
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -156,11 +157,19 @@ class Engine:
     # -- admission -----------------------------------------------------------------------------------------
     @contextmanager
     def admit(self) -> Iterator[None]:
-        """Count a request in for its whole life; beyond serve.max_pending it is refused at once."""
+        """Count a request in for its whole life. Refused at once beyond serve.max_pending, or when the
+        requests ahead of it would keep it from starting within serve.request_timeout_s (from the recent
+        token rate): a refusal costs the client nothing, a request accepted and then timed out does."""
         with self._pending_lock:
             if self._pending >= self.settings.max_pending:
                 self.metrics.rejected.labels("overloaded").inc()
                 raise OverloadedError(self.retry_after())
+            wait = self.queue_wait_s(self._pending + 1)
+            self.metrics.queue_wait_estimate.set(wait)
+            if wait > self.settings.request_timeout_s:
+                self.metrics.rejected.labels("queue_wait").inc()
+                raise OverloadedError(self.retry_after(), f" (it would start in ~{wait:.0f} s, after "
+                                      f"serve.request_timeout_s={self.settings.request_timeout_s:g} s)")
             self._pending += 1
             self.metrics.pending.set(self._pending)
         try:
@@ -170,10 +179,15 @@ class Engine:
                 self._pending -= 1
                 self.metrics.pending.set(self._pending)
 
+    def queue_wait_s(self, requests: int) -> float:
+        """Predicted seconds before the last of `requests` admitted requests gets a row in the batch: the
+        ones beyond serve.max_batch_size must first see as many others finish."""
+        return self.batcher.estimate_wait_s(requests - self.settings.max_batch_size)
+
     def retry_after(self) -> int:
-        """Seconds until the batches ahead are likely done (from the mean batch time so far)."""
-        batches = 1 + self._pending // self.settings.max_batch_size
-        return max(1, round(self.batcher.mean_batch_s * batches))
+        """Seconds until a new request would likely start within serve.request_timeout_s again."""
+        wait = self.queue_wait_s(self._pending + 1) - self.settings.request_timeout_s / 2
+        return max(1, math.ceil(wait))
 
     # -- retrieval and prompts -----------------------------------------------------------------------------
     def retrieve(self, query: str, k: int | None = None, filter: dict[str, Any] | None = None,

@@ -2,7 +2,8 @@
 
 What an operator asks of a RAG server: how many requests by route and status, where the time goes
 (retrieval vs generation), how soon the first token comes, how many tokens, and whether batching
-happens (the batch-size histogram: all 1s means requests never met in the queue).
+happens (the batch-size histogram counts rows per decode step: all 1s means requests never overlapped),
+how many requests joined a batch already running, and the queue wait that admission predicts.
 """
 
 from __future__ import annotations
@@ -29,15 +30,26 @@ class ServerMetrics:
                                          buckets=SECONDS, registry=r)
         self.retrieval_seconds = Histogram("promptly_retrieval_seconds", "Query embedding + store search per "
                                            "request", buckets=SECONDS, registry=r)
-        self.generation_seconds = Histogram("promptly_generation_seconds", "One generation batch, wall clock",
-                                            buckets=SECONDS, registry=r)
-        self.queue_seconds = Histogram("promptly_queue_seconds", "Time a prepared request waited for its batch",
+        self.generation_seconds = Histogram("promptly_generation_seconds", "From a prepared request's arrival "
+                                            "in the queue to its last token", buckets=SECONDS, registry=r)
+        self.queue_seconds = Histogram("promptly_queue_seconds", "Time a prepared request waited for its prefill",
                                        buckets=SECONDS, registry=r)
+        self.prefill_seconds = Histogram("promptly_prefill_seconds", "One prefill of newcomers (joined to the "
+                                         "running batch afterwards)", buckets=SECONDS, registry=r)
+        self.step_seconds = Histogram("promptly_decode_step_seconds", "One decode step of the running batch",
+                                      buckets=SECONDS, registry=r)
         self.ttft_seconds = Histogram("promptly_time_to_first_token_seconds", "From request arrival to the first "
                                       "generated token", buckets=SECONDS, registry=r)
         self.tokens = Counter("promptly_tokens_generated", "Answer tokens generated", registry=r)
-        self.batch_size = Histogram("promptly_batch_size", "Requests generated together in one batch",
+        self.batch_size = Histogram("promptly_batch_size", "Sequences decoded together in one decode step",
                                     buckets=BATCH_SIZES, registry=r)
+        self.running = Gauge("promptly_running_sequences", "Sequences in the running batch now", registry=r)
+        self.queued = Gauge("promptly_queued_requests", "Prepared requests waiting for a row in the batch",
+                            registry=r)
+        self.joined_running = Counter("promptly_joined_running_batch", "Requests prefilled while other requests "
+                                      "were mid-generation (continuous batching at work)", registry=r)
+        self.queue_wait_estimate = Gauge("promptly_queue_wait_estimate_seconds", "The wait for a free row that "
+                                         "admission predicted for the latest request", registry=r)
         self.pending = Gauge("promptly_pending_requests", "Requests admitted and not yet answered", registry=r)
         self.rejected = Counter("promptly_rejected_requests", "Requests refused or abandoned", ["reason"],
                                 registry=r)
