@@ -121,7 +121,8 @@ def test_the_api_key_needs_the_bearer_scheme_and_401s_count_under_their_route(
 def test_a_large_private_upload_leaves_k_results_for_everyone_else(server: ServeThread, serve_db: str,  # noqa: F811
                                                                     embedder) -> None:  # type: ignore[no-untyped-def]
     """3,000 of alice's chunks that match the query better than anything in the sample corpus, written
-    through the store API: bob and an anonymous client still get k results, none of hers; alice gets hers."""
+    through the store API: bob and an anonymous client still get k results, none of hers, over HTTP and in
+    every search mode; alice gets hers."""
     query = "quillmq retry queue config"
     k = 3
     vector = np.asarray(embedder.embed_queries([query])[0], dtype=np.float64)
@@ -146,6 +147,13 @@ def test_a_large_private_upload_leaves_k_results_for_everyone_else(server: Serve
             assert any(d["document_id"].startswith("quillmq/") for d in data), data
         mine = post(server, "/v1/retrieve", {"query": query, "k": k, "user": "alice"}).json()["data"]
         assert [d["document_id"] for d in mine] == [doc_id] * k
+        with PostgresStore(serve_db, embedding_dim=DIM) as store:  # the server's mode is hybrid: every mode here
+            for mode in ("vector", "text", "hybrid"):
+                for viewer in ("bob", ""):
+                    hits = store.search(tuple(vector), query, k=k, mode=mode, viewer=viewer)  # type: ignore[arg-type]
+                    assert len(hits) == k and not any(h.document_id == doc_id for h in hits), (mode, viewer)
+                hers = store.search(tuple(vector), query, k=k, mode=mode, viewer="alice")  # type: ignore[arg-type]
+                assert [h.document_id for h in hers] == [doc_id] * k, mode
         answer = post(server, CHAT, chat_body(query, max_tokens=2)).json()
         assert len(answer["citations"]) == k and not any(c["document_id"] == doc_id for c in answer["citations"])
     finally:
