@@ -60,8 +60,10 @@ def set_threads(mode: str) -> int:
 def time_generation(model: Any, tokenizer: Any, prompt: list[int], new_tokens: int) -> float:
     cfg = SamplingConfig(batch_size=1, max_new_tokens=new_tokens)
     start = time.perf_counter()
-    generate(model, tokenizer, [prompt], cfg)
-    return time.perf_counter() - start
+    answer = generate(model, tokenizer, [prompt], cfg)[0]
+    seconds = time.perf_counter() - start
+    print(f"  ({len(tokenizer(answer, add_special_tokens=False).input_ids)} tokens generated)")
+    return seconds
 
 
 def main() -> None:
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--tasks", default="generate,train")
+    parser.add_argument("--train-modes", default="default,promptly",
+                        help="thread modes timed for training (default threads beside the burner can take hours)")
     args = parser.parse_args()
     import logging
     import warnings
@@ -103,7 +107,7 @@ def main() -> None:
                             results.setdefault(("generate", load, mode), []).append(s)
                             print(f"round {r + 1} generate {load:6s} {mode:8s} threads={threads}: {s:6.2f} s "
                                   f"(prompt {len(prompt)} tokens); load {_load()}", flush=True)
-                        if "train" in args.tasks:
+                        if "train" in args.tasks and mode in args.train_modes.split(","):
                             rate = tt.run_promptly(factory, tokenizer, file, targs, work / f"pl{r}{load}{mode}")
                             results.setdefault(("train", load, mode), []).append(rate)
                             print(f"round {r + 1} train    {load:6s} {mode:8s} threads={threads}: {rate:6.1f} "
@@ -119,8 +123,9 @@ def main() -> None:
         med = {k[1:]: statistics.median(v) for k, v in results.items() if k[0] == task}
         # generation: seconds (higher is worse); training: tok/s (lower is worse): both as slowdown factors
         ratio = {mode: (med[("burner", mode)] / med[("quiet", mode)] if task == "generate"
-                        else med[("quiet", mode)] / med[("burner", mode)]) for mode in ("default", "promptly")}
-        print(f"{task}: loaded_vs_quiet default={ratio['default']:.2f} promptly={ratio['promptly']:.2f}")
+                        else med[("quiet", mode)] / med[("burner", mode)])
+                 for mode in ("default", "promptly") if ("quiet", mode) in med and ("burner", mode) in med}
+        print(f"{task}: loaded_vs_quiet " + " ".join(f"{m}={r:.2f}" for m, r in ratio.items()))
 
 
 if __name__ == "__main__":
