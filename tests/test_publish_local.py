@@ -46,9 +46,11 @@ def test_two_publishes_make_two_versions_that_promote_and_roll_back(
     assert first.config["layout"] == "merged"  # a LoRA on the tiny model: its base cannot be fetched by name
 
     _, objects = run_publish(publish_config(tmp_path, publish_store, [
-        f"run_dir={evaluated_run}", "publish.repo_id=local/docs-bot", "publish.promote=true"]))
+        f"run_dir={evaluated_run}", "publish.repo_id=local/docs-bot", "publish.promote=true",
+        "publish.engine_model=docs-bot-v2"]))
     second = objects["version"]
     assert (second.version, second.is_active) == ("v2", True)
+    assert second.config["engine_model"] == "docs-bot-v2" and "engine_model" not in first.config  # serve.engine=openai
 
     registry = LocalRegistry(tmp_path / "state" / "registry")
     tags = registry.tags("local/docs-bot")

@@ -139,7 +139,8 @@ def push(cfg: DictConfig, store: ChunkStore, console: Console) -> ModelVersion |
         config={"registry": registry.kind, "location": registry.location(repo_id, version), "layout": exported.layout,
                 "base_model": exported.meta.get("base_model"), "run_dir": str(chosen.run_dir),
                 "report": str(evaluation.report_json), "checkpoint": checkpoint, "selection": selection,
-                "training": redacted_container(run_cfg)})
+                "training": redacted_container(run_cfg),
+                **({"engine_model": str(p.engine_model)} if p.engine_model else {})})
     try:
         store.add_model_version(record)
     except BaseException:

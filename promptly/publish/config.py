@@ -92,6 +92,10 @@ class PublishConfig:
     """Create a missing Hub repository private."""
     promote: bool = False
     """Make the new version the active one right after pushing it."""
+    engine_model: str | None = None
+    """The name an OpenAI-compatible engine serves this version under (vLLM's --served-model-name),
+    recorded with the version: `promptly serve serve.engine=openai` asks the engine for it when the
+    version is active (null: serve.openai.model)."""
     only_if_better: bool = False
     """Push only when the run's evaluation beats the active version on `metric` (an eval/ metric, in its
     declared direction); otherwise nothing is pushed and the command still succeeds."""
