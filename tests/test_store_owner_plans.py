@@ -57,7 +57,7 @@ def alice_vector(store: PostgresStore) -> np.ndarray:
     return np.asarray(row[0].to_numpy() if hasattr(row[0], "to_numpy") else row[0], dtype=np.float32)
 
 
-def test_vector_search_with_a_viewer_still_scans_the_hnsw_index(owned_store: PostgresStore) -> None:
+def test_vector_and_hybrid_search_with_a_viewer_still_scan_the_hnsw_index(owned_store: PostgresStore) -> None:
     vector = alice_vector(owned_store)
     plans, rows = viewer_plans(owned_store.conn, "vector", "", vector, "bob")
     assert "Index Scan using chunks_embedding_hnsw" in plans, plans
@@ -66,22 +66,21 @@ def test_vector_search_with_a_viewer_still_scans_the_hnsw_index(owned_store: Pos
     _, mine = viewer_plans(owned_store.conn, "vector", "", vector, "alice")
     assert mine[0][1] == "alice"
 
-
-@pytest.mark.parametrize(("text", "found"), [("unique17 unique2000", 1), ("proxy backup unique17", 5), ("proxy", 5)])
-def test_text_search_with_a_viewer_reads_only_the_postings_and_metadata_indexes(owned_store: PostgresStore,
-                                                                                text: str, found: int) -> None:
-    """unique17 is in alice's chunk 17, unique2000 in a public one: an anonymous viewer finds only the latter."""
-    plans, rows = viewer_plans(owned_store.conn, "text", text, alice_vector(owned_store), "")
-    assert_postings_ranking(ranking_plans(plans))
-    assert "Index Scan using chunks_pkey on chunks c" in plans, plans  # one probe per candidate
-    assert len(rows) == found and all(owner == "" for _, owner in rows), rows
-
-
-def test_hybrid_with_a_viewer_uses_both_indexes(owned_store: PostgresStore) -> None:
-    plans, rows = viewer_plans(owned_store.conn, "hybrid", "proxy backup", alice_vector(owned_store), "bob")
+    plans, rows = viewer_plans(owned_store.conn, "hybrid", "proxy backup", vector, "bob")
     assert "Index Scan using chunks_embedding_hnsw" in plans, plans
     assert_postings_ranking(ranking_plans(plans))
     assert len(rows) == 5 and all(owner == "" for _, owner in rows), rows
+
+
+def test_text_search_with_a_viewer_reads_only_the_postings_index_and_probes_candidates(
+        owned_store: PostgresStore) -> None:
+    """unique17 is in alice's chunk 17, unique2000 in a public one: an anonymous viewer finds only the latter."""
+    vector = alice_vector(owned_store)
+    for text, found in (("unique17 unique2000", 1), ("proxy backup unique17", 5), ("proxy", 5)):
+        plans, rows = viewer_plans(owned_store.conn, "text", text, vector, "")
+        assert_postings_ranking(ranking_plans(plans))
+        assert "Index Scan using chunks_pkey on chunks c" in plans, plans  # one probe per candidate
+        assert len(rows) == found and all(owner == "" for _, owner in rows), (text, rows)
 
 
 def test_a_store_without_owners_answers_the_owner_check_from_the_gin_index(big_store: PostgresStore) -> None:  # noqa: F811
