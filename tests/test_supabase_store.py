@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import traceback
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -50,6 +51,24 @@ def test_anon_key_reads_and_searches_but_cannot_write(
 
     assert [c.content for c in service.iter_chunks()] == [c.content for c in chunks]
     assert service.status().qa_pairs == 1
+
+
+def test_the_public_keys_never_read_an_upload(supabase_contract_store: SupabaseStore,
+                                              supabase_rest: PostgrestServer) -> None:
+    """Row-level security hides owned rows from the anon key: REST reads and search alike (migration 0013)."""
+    public, public_chunks = make_doc("db.md", ["backups are compressed with zstd"], 0)
+    private, private_chunks = make_doc("uploads/alice/notes.md", ["alice's backups are compressed with zstd"], 1)
+    private = replace(private, metadata={**private.metadata, "owner": "alice"})
+    private_chunks = [replace(c, metadata={**c.metadata, "owner": "alice"}) for c in private_chunks]
+    supabase_contract_store.upsert_document(public, public_chunks)
+    supabase_contract_store.upsert_document(private, private_chunks)
+    assert len(list(supabase_contract_store.iter_chunks())) == 2  # the server sees both
+    with SupabaseStore(supabase_rest.url, supabase_rest.anon_key, embedding_dim=DIM) as anon:
+        assert [c.document_id for c in anon.iter_chunks()] == ["db.md"]
+        assert set(anon.document_hashes()) == {"db.md"}
+        for mode in ("vector", "text", "hybrid"):
+            hits = anon.search(unit(1), "backups compressed zstd", k=5, mode=mode)
+            assert [h.document_id for h in hits] == ["db.md"], mode
 
 
 @pytest.mark.parametrize("kind", ["other-secret", "garbage"])
