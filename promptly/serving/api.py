@@ -286,13 +286,14 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
             held.close()
             raise
         cid = p.new_completion_id()
-        if body.stream and isinstance(job, RemoteJob):  # an engine that fails at once: 502/503, not a 200 stream
+        if isinstance(job, RemoteJob):  # the engine's first piece, or its failure (502/503) before any 200
             try:
                 await _within(job.started(), deadline)
             except BaseException:
                 job.cancelled = True
                 held.close()
                 raise
+            deadline = float("inf")  # started: each further piece comes within serve.openai.timeout_s
         if isinstance(job, Job):  # a local answer starts within serve.request_timeout_s or is refused (429)
             try:
                 await _start(job, deadline)
