@@ -148,3 +148,43 @@ def test_a_vague_question_is_rejected_when_another_sentence_answers_it(
     assert report.rejected["answer_mismatch"] == 1
     (pair,) = list(pg_store.iter_qa_pairs())
     assert pair.answer.startswith("Restoring a snapshot") and in_chunk(pair.answer, chunks["backups.md"].content)
+
+
+@pytest.mark.slow
+def test_packaged_model_writes_questions_that_pass_the_round_trip(
+        tmp_path_factory: pytest.TempPathFactory, pg_store: PostgresStore, embedder: Embedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offline default (qa_generator=local_hf: the packaged SmolLM2-135M-Instruct, nothing from the
+    Hub) on one product of the sample corpus: some pairs are accepted, each passing the round trip."""
+    from promptly.ingest.chunking import TokenChunker
+    from promptly.ingest.documents import SourceConfig, load_source
+    from promptly.ingest.sync import sync_documents
+    from promptly.model.factory import ModelFactory
+    from promptly.model.packaged import PackagedModelConfig
+    from promptly.qa.generators import LocalHFGenerator
+
+    from .conftest import REPO_ROOT
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    chunker = TokenChunker(chunk_tokens=200, overlap_tokens=32)
+    source = SourceConfig(path=str(REPO_ROOT / "sample_data" / "docs" / "quillmq"))
+    assert sync_documents(load_source(source, chunker.fingerprint()), pg_store, chunker, embedder).ok
+    chunks = {c.id: c for c in pg_store.iter_chunks()}
+    factory = ModelFactory("HuggingFaceTB/SmolLM2-135M-Instruct", dtype="float32",
+                           packaged=PackagedModelConfig(cache_dir=str(tmp_path_factory.mktemp("models"))),
+                           peft={"method": "full", "r": None, "alpha": None, "dropout": None, "target_modules": None})
+    generator = LocalHFGenerator(factory, max_new_tokens=48, stop=["?"], inference_dtype="auto")
+    cfg = GenerationConfig(per_document=1, pairs_per_chunk=2)
+    report = generate_pairs(pg_store, embedder, generator, cfg)
+
+    print(f"packaged answer-first: {report.requests} requests, {report.accepted} accepted, "
+          f"rejected {dict((k, v) for k, v in report.rejected.items() if v)}, {report.seconds:.0f} s")
+    assert report.mode == "answer_first" and report.rejected["generator_error"] == 0
+    assert report.accepted >= 1 and report.stored == report.accepted
+    retriever = Retriever(pg_store, embedder, k=cfg.answer_first.retrieval_k)
+    for pair in pg_store.iter_qa_pairs():
+        chunk = chunks[pair.chunk_ids[0]]
+        assert in_chunk(pair.answer, chunk.content) and pair.question.endswith("?")
+        assert pair.answer.lower().rstrip(".") not in pair.question.lower()
+        hits = retriever.search([pair.question])[0]
+        assert any(h["chunk_id"] == chunk.id or in_chunk(pair.answer, h["content"]) for h in hits)
