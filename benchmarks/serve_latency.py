@@ -1,24 +1,28 @@
 """Latency and throughput of `promptly serve` against the same answer path called in-process.
 
-The tiny local model (random weights; answers are noise but cost what real tokens cost) answers the
-sample corpus's questions with retrieval (k=3, hybrid) and greedy generation of up to --max-new-tokens
-tokens on an embedded store holding the sample corpus (ingested once under --state). In one run:
+Each model of --models (default: the tiny local model, random weights whose answers are noise but cost
+what real tokens cost, then the packaged SmolLM2-135M-Instruct) answers the sample corpus's questions
+with retrieval (k=3, hybrid) and greedy generation of up to --max-new-tokens tokens on an embedded store
+holding the sample corpus (ingested once under --state). Per model:
 
 - baseline: `Retriever` + `Answerer.answer` in-process, one question at a time (p50/p99, questions/s);
-- API, 1 client: POST /v1/chat/completions one at a time over HTTP (p50/p99), so the difference from
-  the baseline's p50 is what HTTP, JSON, the queue and storing the conversation add;
-- API, 8 clients: eight threads at once (p50/p99, questions/s): the batcher generates them together;
+- API, 1 client: POST /v1/chat/completions one at a time over HTTP (p50/p99), alternating with the
+  baseline question by question, so the difference of the p50s is what HTTP, JSON, admission, the
+  scheduler and storing the conversation add;
+- API, N clients (--clients, default 8 and 32): N threads at once; questions/s over the baseline's
+  (throughput gain), the mean rows per decode step from /metrics (continuous batching), 429s;
 - TTFT: streamed requests, one client, time until the first content chunk arrives.
 
-The last line is `api_overhead_p50=<fraction> throughput_gain_8=<ratio> ttft_p50_ms=<ms>`
-(throughput_gain_8: API questions/s at 8 clients over the in-process sequential questions/s).
-Goals: overhead <= 0.10, gain >= 3.
+The load average is printed beside the figures (the machine may be shared). The last line, from the
+last model, is `api_overhead_p50=<fraction> throughput_gain_8=<ratio> ttft_p50_ms=<ms>`.
+Goals (issue 23, with SmolLM2): overhead <= 0.10, gain >= 4.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -52,10 +56,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def serve_config(state: Path, max_new_tokens: int, wait_ms: float) -> DictConfig:
+def serve_config(state: Path, model: str, max_new_tokens: int, max_batch: int) -> DictConfig:
     overrides = [f"paths.root_dir={state}", f"paths.output_dir={state}", f"paths.data_dir={ROOT / 'sample_data'}",
-                 f"store.data_dir={state / 'pgdata'}", "model=tiny", f"generation.max_new_tokens={max_new_tokens}",
-                 "retrieval.k=3", "serve.port=0", "serve.max_batch_size=8", f"serve.batch_wait_ms={wait_ms}"]
+                 f"store.data_dir={state / 'pgdata'}", f"model={model}", f"generation.max_new_tokens={max_new_tokens}",
+                 "retrieval.k=3", "serve.port=0", f"serve.max_batch_size={max_batch}",
+                 "serve.request_timeout_s=900", "serve.max_pending=256"]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return resolved_copy(compose(config_name="serve", overrides=overrides))
 
@@ -85,23 +90,29 @@ def timed(fn: Any) -> float:
     return time.perf_counter() - started
 
 
-def over_http(url: str, questions: list[str], clients: int) -> tuple[list[float], float]:
-    """Seconds per request and the wall clock of all, with `clients` threads."""
+def over_http(url: str, questions: list[str], clients: int) -> tuple[list[float], float, int]:
+    """Seconds per answered request, the wall clock of all, and how many were refused (429), with
+    `clients` threads."""
     local = threading.local()
+    refused = 0
 
-    def ask(q: str) -> float:
+    def ask(q: str) -> float | None:
+        nonlocal refused
         if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=300)
+            local.client = httpx.Client(timeout=900)
         started = time.perf_counter()
         r = local.client.post(f"{url}/v1/chat/completions",
                               json={"model": "promptly", "messages": [{"role": "user", "content": q}]})
+        if r.status_code == 429:
+            refused += 1
+            return None
         r.raise_for_status()
         return time.perf_counter() - started
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        latencies = list(pool.map(ask, questions))
-    return latencies, time.perf_counter() - started
+        latencies = [t for t in pool.map(ask, questions) if t is not None]
+    return latencies, time.perf_counter() - started, refused
 
 
 def ttft(url: str, questions: list[str]) -> list[float]:
@@ -119,31 +130,19 @@ def ttft(url: str, questions: list[str]) -> list[float]:
     return out
 
 
-def summary(metrics: str) -> str:
-    """Mean batch size, retrieval and generation-batch seconds, from the server's /metrics."""
-    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
-
-    def mean(name: str) -> float:
-        return float(values[f"{name}_sum"]) / max(1.0, float(values[f"{name}_count"]))
-
-    return (f"mean batch {mean('promptly_batch_size'):.2f} requests, retrieval "
-            f"{mean('promptly_retrieval_seconds') * 1000:.1f} ms, generation batch "
-            f"{mean('promptly_generation_seconds') * 1000:.1f} ms")
+def scrape(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
+                                     if line and not line.startswith("#"))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--state", type=Path, default=ROOT / ".promptly" / "bench" / "serve")
-    parser.add_argument("--questions", type=int, default=48)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--batch-wait-ms", type=float, default=50.0)
-    args = parser.parse_args()
-    cfg = serve_config(args.state.resolve(), args.max_new_tokens, args.batch_wait_ms)
-    ensure_corpus(cfg)
-    lines = (ROOT / "sample_data" / "qa.jsonl").read_text(encoding="utf-8").splitlines()
-    questions = [json.loads(line)["question"] for line in lines][: args.questions]
+def mean_between(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    """The mean of a histogram over the observations made between two scrapes."""
+    count = after[f"{name}_count"] - before.get(f"{name}_count", 0.0)
+    return (after[f"{name}_sum"] - before.get(f"{name}_sum", 0.0)) / count if count else 0.0
 
-    answerer, store = in_process_answerer(cfg)
+
+def start_server(cfg: DictConfig) -> tuple[uvicorn.Server, threading.Thread, str]:
     server = uvicorn.Server(uvicorn.Config(build(cfg), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -152,35 +151,73 @@ def main() -> None:
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     while httpx.get(f"{url}/readyz").status_code != 200:
         time.sleep(0.1)
-    answerer.answer(questions[:4])  # warm-up
-    over_http(url, questions[:4], 1)
+    return server, thread, url
+
+
+def row(name: str, values: list[float], qps: float, extra: str = "") -> None:
+    print(f"  {name:<22} p50={statistics.median(values) * 1000:8.1f} ms  p99={percentile(values, 99) * 1000:8.1f} ms"
+          f"  {qps:6.3f} questions/s{extra}", flush=True)
+
+
+def bench_model(args: argparse.Namespace, model: str, questions: list[str]) -> dict[str, float]:
+    """One model: in-process baseline, API at each client count, streamed TTFT; the headline figures."""
+    cfg = serve_config(args.state.resolve(), model, args.max_new_tokens, max(args.clients))
+    ensure_corpus(cfg)
+    answerer, store = in_process_answerer(cfg)
+    server, thread, url = start_server(cfg)
+    n = args.questions
+    answerer.answer(questions[:2])  # warm-up
+    over_http(url, questions[:2], 1)
+    print(f"{model}: max_new_tokens={args.max_new_tokens}, serve.max_batch_size={max(args.clients)}, "
+          f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     # in-process and over HTTP alternate question by question: a shared machine's load hits both alike
     base, one = [], []
-    for q in questions:
+    for q in questions[:n]:
         base.append(timed(lambda q=q: answerer.answer([q])))
         one.append(over_http(url, [q], 1)[0][0])
     base_qps = len(base) / sum(base)
-    eight, wall = over_http(url, questions, 8)
-    first = ttft(url, questions[:16])
-    served = summary(httpx.get(f"{url}/metrics").text)
+    row("in-process, 1 at once", base, base_qps)
+    row("API, 1 client", one, len(one) / sum(one))
+    out = {"api_overhead_p50": statistics.median(one) / statistics.median(base) - 1}
+    for clients in args.clients:
+        if clients == 1:
+            continue
+        asked = (questions * (1 + max(n, clients) // len(questions)))[: max(n, clients)]
+        before = scrape(url)
+        latencies, wall, refused = over_http(url, asked, clients)
+        after = scrape(url)
+        gain = (len(latencies) / wall) / base_qps
+        out[f"throughput_gain_{clients}"] = gain
+        row(f"API, {clients} clients", latencies, len(latencies) / wall,
+            f"  gain {gain:.2f}x  mean batch {mean_between(before, after, 'promptly_batch_size'):.2f} rows/step"
+            f"  refused {refused}  load {os.getloadavg()[0]:.1f}")
+    first = ttft(url, questions[: min(n, 8)])
+    print(f"  TTFT (streamed, 1 client) p50={statistics.median(first) * 1000:.1f} ms "
+          f"p99={percentile(first, 99) * 1000:.1f} ms", flush=True)
+    out["ttft_p50_ms"] = statistics.median(first) * 1000
     server.should_exit = True
     thread.join(timeout=30)
     store.close()
+    return out
 
-    def row(name: str, values: list[float], qps: float) -> None:
-        print(f"{name:<22} p50={statistics.median(values) * 1000:7.1f} ms  p99={percentile(values, 99) * 1000:7.1f} ms"
-              f"  {qps:6.2f} questions/s", flush=True)
 
-    row("in-process, 1 at once", base, base_qps)
-    row("API, 1 client", one, len(one) / sum(one))
-    row("API, 8 clients", eight, len(eight) / wall)
-    print(f"TTFT (streamed, 1 client) p50={statistics.median(first) * 1000:.1f} ms "
-          f"p99={percentile(first, 99) * 1000:.1f} ms")
-    overhead = statistics.median(one) / statistics.median(base) - 1
-    gain = (len(eight) / wall) / base_qps
-    print(f"server: {served}")
-    print(f"api_overhead_p50={overhead:.3f} throughput_gain_8={gain:.2f} "
-          f"ttft_p50_ms={statistics.median(first) * 1000:.1f}")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", type=Path, default=ROOT / ".promptly" / "bench" / "serve")
+    parser.add_argument("--models", default="tiny,smollm2_135m_instruct",
+                        help="model options, comma-separated; the last one gives the last line")
+    parser.add_argument("--clients", default="1,8,32", type=lambda v: [int(c) for c in v.split(",")])
+    parser.add_argument("--questions", type=int, default=16, help="questions asked sequentially (and at least "
+                        "this many per concurrent run)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    args = parser.parse_args()
+    lines = (ROOT / "sample_data" / "qa.jsonl").read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line)["question"] for line in lines]
+    figures: dict[str, float] = {}
+    for model in args.models.split(","):
+        figures = bench_model(args, model, questions)
+    print(" ".join(f"{k}={v:.3f}" if "ttft" not in k else f"{k}={v:.1f}" for k, v in figures.items()
+                   if k in ("api_overhead_p50", "throughput_gain_8", "ttft_p50_ms")))
 
 
 if __name__ == "__main__":

@@ -130,8 +130,8 @@ class ContinuousBatcher:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _take_newcomers(self) -> list[Job]:
-        """Block while idle; then the queued jobs that fit now (same model as the running batch, free rows,
-        the prefill budget; always at least one when nothing runs)."""
+        """Block while idle; then the queued jobs that fit now: same model as the running batch, free rows,
+        and the prefill budget (the first one always fits, so a long prompt is never passed over for ever)."""
         with self._cond:
             while not self._queue and not self._rows and not self._stopped:
                 self._cond.wait()
@@ -146,7 +146,7 @@ class ContinuousBatcher:
                     break
                 if slot is None:
                     slot = job.slot
-                if job.slot is not slot or ((taken or self._rows) and len(job.prompt_ids) > budget):
+                if job.slot is not slot or (taken and len(job.prompt_ids) > budget):
                     continue
                 budget -= len(job.prompt_ids)
                 taken.append(job)
