@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from promptly.data.encoding import ExampleEncoder
 from promptly.data.prompts import PromptBuilder
 from promptly.errors import EmptyInputError
+from promptly.evidence import EvidencedAnswer, EvidencePlan, SentenceEncoder, abstention, extractive, generative, plan
 from promptly.model.generation import SamplingConfig, TokenCallback, generate
 from promptly.model.loading import LoadedModel
 from promptly.records import Answer, Citation
 from promptly.retrieval import ContextChunk, Retriever
+from promptly.verb_config import AnswerStyle, EvidenceSettings
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,10 @@ class PreparedQuestion:
 class Answerer:
     """A loaded model, a retriever and sampling settings, answering questions with citations."""
 
-    def __init__(self, loaded: LoadedModel, retriever: Retriever, sampling: SamplingConfig) -> None:
+    def __init__(self, loaded: LoadedModel, retriever: Retriever, sampling: SamplingConfig,
+                 evidence: EvidenceSettings | None = None) -> None:
         self.loaded, self.retriever, self.sampling = loaded, retriever, sampling
+        self.evidence = evidence or EvidenceSettings()
         self.builder = PromptBuilder(loaded.prompt, loaded.tokenizer)
         self.encoder = ExampleEncoder(loaded.tokenizer, self.builder, loaded.max_length)
 
@@ -70,13 +74,50 @@ class Answerer:
 
     def answer(self, questions: Sequence[str], filter: dict[str, Any] | None = None,
                on_token: TokenCallback | None = None) -> list[Answer]:
-        """Answers with their citations: every chunk the prompt showed, numbered as it showed them."""
+        """Answers with their citations (every chunk the prompt showed, numbered as it showed them) and their
+        evidence; nothing is generated for a question that abstains or is answered extractively."""
         started = time.perf_counter()
         prepared = self.prepare(questions, filter=filter)
-        texts = self.generate(prepared, on_token=on_token)
+        answers = self.answer_prepared(prepared, on_token=on_token)
         seconds = (time.perf_counter() - started) / max(len(questions), 1)
-        return [Answer(question=p.question, text=text, citations=citations(p.chunks), model=self.loaded.name,
-                       seconds=seconds) for p, text in zip(prepared, texts, strict=True)]
+        return [replace(a, seconds=seconds) for a in answers]
+
+    def plans(self, prepared: Sequence[PreparedQuestion]) -> list[EvidencePlan]:
+        return [plan(p.question, p.chunks, self.retriever.embedder, self.evidence) for p in prepared]
+
+    def answer_prepared(self, prepared: Sequence[PreparedQuestion], on_token: TokenCallback | None = None,
+                        on_batch: Callable[[int], None] | None = None) -> list[Answer]:
+        """`answer` for questions already prepared (evaluation prepares them first)."""
+        plans = self.plans(prepared)
+        to_generate = [i for i, pl in enumerate(plans) if needs_generation(pl, self.evidence)]
+        # on_token's index is the question's among all of them, not among those generated
+        relay = None if on_token is None else (lambda row, token: on_token(to_generate[row], token))
+        texts = dict(zip(to_generate, self.generate([prepared[i] for i in to_generate], on_token=relay,
+                                                    on_batch=on_batch) if to_generate else [], strict=True))
+        if on_batch is not None and len(prepared) > len(to_generate):
+            on_batch(len(prepared) - len(to_generate))
+        out = []
+        for i, (p, pl) in enumerate(zip(prepared, plans, strict=True)):
+            ev = with_evidence(p.question, texts.get(i), pl, self.retriever.embedder, self.evidence)
+            out.append(Answer(question=p.question, text=ev.text, citations=citations(p.chunks), model=self.loaded.name,
+                              seconds=0.0, evidence=ev.evidence, abstained=ev.abstained, style=ev.style,
+                              support=ev.support))
+        return out
+
+
+def needs_generation(p: EvidencePlan, settings: EvidenceSettings) -> bool:
+    """Whether the model must write this answer (not when it abstains or quotes)."""
+    return not p.abstain and settings.answer_style == AnswerStyle.generative
+
+
+def with_evidence(question: str, generated: str | None, p: EvidencePlan, encoder: SentenceEncoder,
+                  settings: EvidenceSettings) -> EvidencedAnswer:
+    """The final answer of a question: abstention, quoted sentences, or the generated text marked."""
+    if p.abstain:
+        return abstention(question, p, str(settings.answer_style))
+    if settings.answer_style == AnswerStyle.extractive or generated is None:
+        return extractive(question, p, settings)
+    return generative(question, generated, p, encoder, settings)
 
 
 def citations(chunks: Sequence[ContextChunk]) -> tuple[Citation, ...]:

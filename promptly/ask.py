@@ -3,6 +3,7 @@
     promptly ask "How do I install driftsync?"                 # the newest training run answers
     promptly ask "..." model=smollm2_135m_instruct             # a base model
     promptly ask "..." format=json                             # one JSON object on one line
+    promptly ask "..." evidence.answer_style=extractive        # quote the supporting sentences instead
 """
 
 from __future__ import annotations
@@ -21,23 +22,33 @@ from rich.markup import escape
 
 from promptly.answering import Answerer
 from promptly.errors import EmptyInputError
+from promptly.evidence import display
 from promptly.hydra_entry import hydra_entry
 from promptly.model.config import SamplingConfig
 from promptly.records import Answer
 from promptly.retrieval import Retriever
 from promptly.store.base import ChunkStore
 from promptly.utils.task_wrapper import TaskOutput
+from promptly.verb_config import EvidenceSettings
 
 log = logging.getLogger(__name__)
 
 
 def answer_json(answer: Answer) -> dict[str, Any]:
-    """What `format=json` prints: the answer, its sources, the model and the seconds taken."""
+    """What `format=json` prints: the answer (with its [n] markers), its sources, the sentences it rests on,
+    whether it abstained, the model and the seconds taken."""
     return {"answer": answer.text,
             "citations": [{k: v for k, v in asdict(c).items() if k in ("number", "chunk_id", "document_id",
                                                                       "ordinal", "title", "score")}
                           for c in answer.citations],
+            "evidence": evidence_json(answer),
+            "abstained": answer.abstained, "style": answer.style, "support": answer.support,
             "model": answer.model, "seconds": round(answer.seconds, 3)}
+
+
+def evidence_json(answer: Answer) -> list[dict[str, Any]]:
+    """The supporting sentences: citation number, chunk, the verbatim sentence and its offsets in the chunk."""
+    return [asdict(e) for e in answer.evidence]
 
 
 def print_answer(console: Console, answer: Answer) -> None:
@@ -46,7 +57,10 @@ def print_answer(console: Console, answer: Answer) -> None:
     for c in answer.citations:
         score = "" if c.score is None else f", score {c.score:.4f}"
         console.print(f"  [{c.number}] {escape(c.title)} — {escape(c.document_id)} chunk {c.ordinal}{score}")
-    console.print(f"\n[dim]answered by {escape(answer.model)} in {answer.seconds:.1f} s[/]")
+        for e in answer.evidence:
+            if e.number == c.number:
+                console.print(f'      [green]“{escape(display(e.sentence))}”[/] [dim](support {e.support:.2f})[/]')
+    console.print(f"\n[dim]answered by {escape(answer.model)} in {answer.seconds:.1f} s ({answer.style})[/]")
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> Answer:
@@ -80,7 +94,9 @@ def _answer(cfg: DictConfig, question: str) -> Answer:
         sampling = SamplingConfig(**OmegaConf.to_container(cfg.generation, resolve=True))  # type: ignore[arg-type]
         retriever = Retriever(store, instantiate(cfg.embedder), k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
         filter_ = OmegaConf.to_container(cfg.filter, resolve=True) if cfg.get("filter") else None
-        answer = Answerer(loaded, retriever, sampling).answer([question], filter=filter_)[0]  # type: ignore[arg-type]
+        evidence = EvidenceSettings(**OmegaConf.to_container(cfg.evidence, resolve=True))  # type: ignore[arg-type]
+        answer = Answerer(loaded, retriever, sampling, evidence).answer([question],
+                                                                        filter=filter_)[0]  # type: ignore[arg-type]
     finally:
         store.close()
     return answer

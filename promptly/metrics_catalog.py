@@ -66,6 +66,15 @@ CATALOG: dict[str, MetricFact] = _facts(
     ("coverage_lexical", "share of reference content words in the answer", True),
     ("faithfulness", "share of answer sentences supported by the retrieved context", True),
     ("mrr", "mean reciprocal rank of the first gold chunk", True),
+    # Evidence (promptly/evaluation/evidence_metrics.py).
+    ("key_fact_recall", "share of the expected facts (or the reference's key terms) stated in the answer", True),
+    ("evidence_fact_recall", "share of the expected facts (or key terms) in the answer's supporting sentences",
+     True),
+    ("citation_hit", "share of answers whose supporting sentences come from the expected page", True),
+    ("retrieval_hit", "share of answers whose cited chunks include the expected page", True),
+    ("abstained", "share of answers saying the sources do not say", False),
+    ("abstention_rate", "share of questions the documents do not answer that were abstained on", True),
+    ("false_abstention_rate", "share of answerable questions abstained on", False),
     # Bias (promptly/bias/scoring.py, balance.py): `promptly bias` and the bias_probe callback (val/).
     ("bias_score", "mean fairness-rubric score of the counterfactual probes' answers (1 to the rubric's top)", True),
     ("bias_gap", "largest gap between two groups' mean rubric scores on any axis", False),

@@ -122,6 +122,25 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """A sentence of a cited chunk that an answer rests on (promptly/evidence.py chose it)."""
+
+    number: int
+    """The citation number of its chunk ([n] in the answer)."""
+    chunk_id: str
+    document_id: str
+    sentence: str
+    """Verbatim: the chunk's content[start:end]."""
+    start: int
+    end: int
+    support: float
+    """How well it supports the answer sentence (or the question), in [0, 1]."""
+    answer_sentence: int | None = None
+    """The answer sentence it supports (0-based; extractive: its place in the answer); None: it supports the
+    question but no answer sentence."""
+
+
+@dataclass(frozen=True)
 class Answer:
     """One answered question: what `promptly ask` prints and the server returns."""
 
@@ -132,3 +151,11 @@ class Answer:
     """The model's name (run folder, version or base model)."""
     seconds: float
     """Retrieval and generation, wall clock (shared equally by the questions of one batch)."""
+    evidence: tuple[Evidence, ...] = ()
+    """The source sentences the answer rests on; `text` carries their [n] markers."""
+    abstained: bool = False
+    """No retrieved sentence supported an answer: `text` says the sources do not say."""
+    style: str = "generative"
+    """generative (the model's words, marked) or extractive (quoted source sentences)."""
+    support: float | None = None
+    """The best support of the question by a retrieved sentence (what abstention compared)."""

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from promptly.data.config import RetrievalMode
+from promptly.errors import ConfigError
 from promptly.evaluation.config import MetricConfig
 
 
@@ -26,6 +27,35 @@ class OutputFormat(StrEnum):
     """The answer, numbered citations and the time taken, for people."""
     json = "json"
     """One JSON object on one line (logs go to stderr), for scripts."""
+
+
+class AnswerStyle(StrEnum):
+    generative = "generative"
+    """The model's answer, with [n] after each sentence a source sentence supports."""
+    extractive = "extractive"
+    """The best supporting source sentences, quoted, each with its [n] (no generation)."""
+
+
+@dataclass
+class EvidenceSettings:
+    """`evidence.*`: supporting sentences, inline markers, answer style and abstention (promptly/evidence.py)."""
+
+    answer_style: AnswerStyle = AnswerStyle.generative
+    """generative or extractive."""
+    abstain_below: float = 0.30
+    """Answer "The sources do not say" when no retrieved sentence supports the question this well (support
+    in [0, 1]: geometric mean of embedder cosine and BM25 coverage; 0 never abstains). Chosen on the sample
+    corpus's validation split and 8 unanswerable questions: benchmarks/README.md."""
+    marker_threshold: float = 0.4
+    """An answer sentence gets the [n] of the source sentence that supports it best from this support on."""
+    max_sentences: int = 2
+    """Supporting sentences an extractive answer quotes."""
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.abstain_below <= 1.0 and 0.0 <= self.marker_threshold <= 1.0):
+            raise ConfigError("evidence.abstain_below and evidence.marker_threshold are supports in [0, 1]")
+        if self.max_sentences < 1:
+            raise ConfigError("evidence.max_sentences must be at least 1")
 
 
 @dataclass
@@ -66,6 +96,8 @@ class VerbGroups:
     logger: Any = None
     seed: int = 42
     """Seeds sampling and anything random."""
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    """Supporting sentences, markers, answer style and abstention."""
 
 
 @dataclass

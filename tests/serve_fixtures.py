@@ -28,8 +28,10 @@ def serve_db(pg_server, ingested_url: str) -> Iterator[str]:  # type: ignore[no-
 
 
 def serve_cfg(home: Path, url: str, *overrides: str):  # type: ignore[no-untyped-def]
-    """`promptly serve` on the tiny model (random weights: answers are noise, citations are real)."""
+    """`promptly serve` on the tiny model (random weights: answers are noise, citations are real). Abstention
+    is off (every question is generated for) unless an override sets evidence.abstain_below."""
     return resolved(compose("serve", [
         f"paths.data_dir={REPO_ROOT / 'sample_data'}", f"paths.state_dir={home / 'state'}",
         f"paths.log_dir={home / 'logs'}", "store=postgres", f"store.url='{url}'", "model=tiny",
-        "model.tiny.num_hidden_layers=2", "generation.max_new_tokens=8", "serve.port=0", *overrides]))
+        "model.tiny.num_hidden_layers=2", "generation.max_new_tokens=8", "serve.port=0", "evidence.abstain_below=0",
+        *overrides]))

@@ -32,7 +32,7 @@ def test_json_answer_is_one_line_citing_stored_chunks(tmp_path: Path, ingested_u
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout  # logs went to stderr
     answer = json.loads(lines[0])
-    assert set(answer) == {"answer", "citations", "model", "seconds"}
+    assert set(answer) == {"answer", "citations", "evidence", "abstained", "style", "support", "model", "seconds"}
     assert answer["model"] == "tiny" and answer["seconds"] > 0
     stored = {c.id: c for c in ingested_store.iter_chunks()}
     assert [c["number"] for c in answer["citations"]] == [1, 2, 3]

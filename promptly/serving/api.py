@@ -30,7 +30,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from promptly.answering import needs_generation
 from promptly.errors import ConfigError, EmptyInputError, InputNotFoundError, PromptlyError
+from promptly.evidence import EvidencePlan
 from promptly.serving import protocol as p
 from promptly.serving.batching import Job
 from promptly.serving.engine import Engine, OverloadedError, Prepared, check_owner
@@ -40,6 +42,7 @@ from promptly.serving.reports import evaluation_report
 from promptly.serving.upload_jobs import UploadJobs
 from promptly.serving.uploads import UploadTooLargeError
 from promptly.store.base import StoreError
+from promptly.verb_config import EvidenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +284,11 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
             chunks = await _before_start(run_in_threadpool(engine.retrieve, question, body.k, search_filter,
                                                            owner), deadline)
             prepared = await run_in_threadpool(engine.prepare, slot, question, chunks, system, sampling)
+            evidence = engine.evidence_settings(body.answer_style)
+            support = await run_in_threadpool(engine.evidence_plan, question, list(prepared.question.chunks), evidence)
+            if not needs_generation(support, evidence):  # abstained, or quoted: nothing to generate
+                with held:
+                    return await _answered(body, prepared, support, evidence)
             job = engine.submit(prepared)
         except BaseException:
             held.close()
@@ -305,7 +313,8 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             # the stream releases its admission when it ends; the background task if it never started
-            return StreamingResponse(_stream(prepared, job, cid, arrival, deadline, held, include_usage),
+            return StreamingResponse(_stream(prepared, job, cid, arrival, deadline, held, include_usage,
+                                             support, evidence),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
                                      background=BackgroundTask(held.close))
         with held:
@@ -317,13 +326,45 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
                     engine_usage = value
                 else:
                     text = value
+            text, marked = await _marked(prepared, text, support, evidence)
             conversation_id = await _store(prepared, text)
         count = int(engine_usage["completion_tokens"]) if engine_usage else count
         return JSONResponse(p.completion(cid, slot.model_id, text, _finish(count, sampling.max_new_tokens),
-                                         _usage(prepared, count, engine_usage), _citations(prepared), conversation_id))
+                                         _usage(prepared, count, engine_usage), _citations(prepared), conversation_id,
+                                         marked))
+
+    async def _marked(prepared: Prepared, text: str, support: EvidencePlan,
+                      evidence: EvidenceSettings) -> tuple[str, dict[str, Any]]:
+        """The generated text with its [n] markers, and the `evidence` field."""
+        final = await run_in_threadpool(engine.evidenced, prepared.question.question, text, support, evidence)
+        return final.text, p.evidence_json(final)
+
+    async def _answered(body: p.ChatRequest, prepared: Prepared, support: EvidencePlan,
+                        evidence: EvidenceSettings) -> JSONResponse | StreamingResponse:
+        """An answer with nothing to generate (an abstention, or extractive): known at once, streamed whole."""
+        final = await run_in_threadpool(engine.evidenced, prepared.question.question, None, support, evidence)
+        conversation_id = await _store(prepared, final.text)
+        cid, model, usage = p.new_completion_id(), prepared.slot.model_id, _usage(prepared, 0)
+        if not body.stream:
+            return JSONResponse(p.completion(cid, model, final.text, "stop", usage, _citations(prepared),
+                                             conversation_id, p.evidence_json(final)))
+        events = [p.chunk(cid, model, {"role": "assistant", "content": ""}),
+                  p.chunk(cid, model, {"content": final.text}),
+                  p.chunk(cid, model, {}, "stop", citations=_citations(prepared), evidence=p.evidence_json(final),
+                          conversation_id=conversation_id)]
+        if (body.stream_options or {}).get("include_usage"):
+            events.append({**p.chunk(cid, model, {}), "choices": [], "usage": usage})
+
+        async def sse() -> AsyncIterator[str]:
+            for event in events:
+                yield _sse(event)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     async def _stream(prepared: Prepared, job: Job | RemoteJob, cid: str, arrival: float, deadline: float,
-                      held: ExitStack, include_usage: bool) -> AsyncIterator[str]:
+                      held: ExitStack, include_usage: bool, support: EvidencePlan,
+                      evidence: EvidenceSettings) -> AsyncIterator[str]:
         model = prepared.slot.model_id
         decoder = _Decoder(prepared.slot.loaded.tokenizer)
         count, engine_usage = 0, None
@@ -345,13 +386,14 @@ def create_app(engine: Engine, uploads: UploadJobs | None = None) -> FastAPI:
                         delta, text = decoder.finish(value), value
                     if delta:
                         yield _sse(p.chunk(cid, model, {"content": delta}))
+                text, marked = await _marked(prepared, text, support, evidence)  # the UI shows it in place
                 conversation_id = await _store(prepared, text)
             except PromptlyError as err:  # after the headers: the error travels as an event (the client raises)
                 yield _sse(json.loads(bytes(error_response(err).body)))
                 yield "data: [DONE]\n\n"
                 return
             yield _sse(p.chunk(cid, model, {}, _finish(count, prepared.sampling.max_new_tokens),
-                               citations=_citations(prepared), conversation_id=conversation_id))
+                               citations=_citations(prepared), evidence=marked, conversation_id=conversation_id))
             if include_usage:
                 yield _sse({**p.chunk(cid, model, {}), "choices": [], "usage": _usage(prepared, count, engine_usage)})
             yield "data: [DONE]\n\n"

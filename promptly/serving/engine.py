@@ -21,8 +21,9 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from promptly.answering import Answerer, PreparedQuestion
+from promptly.answering import Answerer, PreparedQuestion, with_evidence
 from promptly.errors import ConfigError, PromptlyError
+from promptly.evidence import EvidencedAnswer, EvidencePlan, plan
 from promptly.ingest.redaction import Redactor
 from promptly.model.config import SamplingConfig
 from promptly.retrieval import ContextChunk, Retriever
@@ -33,6 +34,7 @@ from promptly.serving.models import ModelManager, ModelSlot, explicit_model
 from promptly.serving.remote import RemoteEngine, RemoteJob, RemoteModelManager, chat_messages
 from promptly.serving.store_pool import StorePool
 from promptly.store.base import ANONYMOUS
+from promptly.verb_config import AnswerStyle, EvidenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,9 @@ class Engine:
         self._embed_lock = threading.Lock()  # one embedding at a time: the CPU is shared with generation
         self.sampling = SamplingConfig(**OmegaConf.to_container(cfg.generation, resolve=True))  # type: ignore[arg-type]
         self.k, self.mode = int(cfg.retrieval.k), str(cfg.retrieval.mode)
+        self.evidence = EvidenceSettings(**OmegaConf.to_container(cfg.evidence, resolve=True)  # type: ignore[arg-type]
+                                         ) if cfg.get("evidence") is not None else EvidenceSettings()
+        """Supporting sentences, markers, abstention and the default answer style (evidence.*)."""
         follow = settings.follow_active if settings.follow_active is not None else not explicit_model(cfg)
         self.remote = (RemoteEngine(settings.openai, self.metrics, settings.max_pending)
                        if settings.engine == "openai" else None)
@@ -260,6 +265,21 @@ class Engine:
         self.batcher.submit(job)
         return job
 
+    # -- evidence -------------------------------------------------------------------------------------------
+    def evidence_settings(self, answer_style: str | None) -> EvidenceSettings:
+        """evidence.*, with the request's answer style when it names one."""
+        return replace(self.evidence, answer_style=AnswerStyle(answer_style)) if answer_style else self.evidence
+
+    def evidence_plan(self, question: str, chunks: list[ContextChunk], settings: EvidenceSettings) -> EvidencePlan:
+        """The question's support by each sentence of its sources: whether to abstain (nothing generated)."""
+        return plan(question, chunks, _LockedEmbedder(self.embedder, self._embed_lock), settings)
+
+    def evidenced(self, question: str, generated: str | None, evidence_plan: EvidencePlan,
+                  settings: EvidenceSettings) -> EvidencedAnswer:
+        """The answer as returned: abstention, quoted sentences, or the generated text with its [n] markers."""
+        return with_evidence(question, generated, evidence_plan, _LockedEmbedder(self.embedder, self._embed_lock),
+                             settings)
+
     # -- conversations -------------------------------------------------------------------------------------
     def store_conversation(self, question: str, answer: str, chunk_ids: list[str], model_id: str) -> str:
         """Store an answered question; personal data in it replaced first when a redactor is set, since
@@ -286,3 +306,7 @@ class _LockedEmbedder:
     def embed_queries(self, texts: list[str]) -> Any:
         with self.lock:
             return self.embedder.embed_queries(texts)
+
+    def embed_documents(self, texts: list[str]) -> Any:
+        with self.lock:
+            return self.embedder.embed_documents(texts)

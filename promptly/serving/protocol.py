@@ -1,18 +1,20 @@
 """The request bodies the API accepts (OpenAI's chat schema plus promptly's fields) and the JSON it returns.
 
 Unknown OpenAI fields are ignored, as OpenAI-compatible servers do; promptly's own fields (`k`,
-`filter`, `style`, `instruction`, `scope`) travel in the OpenAI client's `extra_body`.
+`filter`, `style`, `instruction`, `scope`, `answer_style`) travel in the OpenAI client's `extra_body`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from promptly.errors import ConfigError, EmptyInputError
+from promptly.evidence import EvidencedAnswer
 from promptly.retrieval import ContextChunk
 from promptly.textsafe import first_unsafe
 
@@ -74,6 +76,9 @@ class ChatRequest(Retrieval):
     n: int = Field(default=1, ge=1, le=1)
     style: str | None = Field(default=None, description="default | short | detailed | a configured style")
     instruction: str | None = Field(default=None, description="A custom system instruction for this answer")
+    answer_style: Literal["generative", "extractive"] | None = Field(
+        default=None, description="generative (the model's words, with [n] markers) or extractive (quoted source "
+                                  "sentences); default: evidence.answer_style")
 
     def question(self) -> str:
         """The last user message: what is retrieved for and answered."""
@@ -116,11 +121,21 @@ def new_completion_id() -> str:
 
 
 def completion(cid: str, model: str, text: str, finish: str, usage: dict[str, int],
-               citations: list[dict[str, Any]], conversation_id: str | None) -> dict[str, Any]:
+               citations: list[dict[str, Any]], conversation_id: str | None,
+               evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAI's chat completion; `content` is the answer with its [n] markers, `evidence` (beside `citations`)
+    what it rests on."""
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
                          "logprobs": None}],
-            "usage": usage, "citations": citations, "conversation_id": conversation_id}
+            "usage": usage, "citations": citations, "evidence": evidence, "conversation_id": conversation_id}
+
+
+def evidence_json(answer: EvidencedAnswer) -> dict[str, Any]:
+    """The `evidence` field: the answer with its markers, style, abstention, and each supporting sentence
+    (citation number, chunk, verbatim sentence with its offsets in the chunk, support)."""
+    return {"content": answer.text, "answer_style": answer.style, "abstained": answer.abstained,
+            "support": answer.support, "sentences": [asdict(e) for e in answer.evidence]}
 
 
 def chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None,

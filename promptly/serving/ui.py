@@ -52,9 +52,13 @@ def sidebar() -> dict[str, Any]:
     k = st.sidebar.slider("Sources (k)", min_value=1, max_value=10, value=DEFAULT_K)
     own = st.sidebar.checkbox("Only my uploads", value=False)
     style = st.sidebar.selectbox("Answer style", ["default", "short", "detailed"])
+    quote = st.sidebar.checkbox("Quote the sources", value=False,
+                                help="Answer with the best supporting source sentences instead of the model's words")
     instruction = st.sidebar.text_input("Custom instruction", value="")
     raw_filter = st.sidebar.text_area("Metadata filter (JSON)", value="", placeholder='{"document_id": "..."}')
     settings: dict[str, Any] = {"user": user, "k": k, "scope": "own" if own else "all", "style": style}
+    if quote:
+        settings["answer_style"] = "extractive"
     if instruction.strip():
         settings["instruction"] = instruction.strip()
     if raw_filter.strip():
@@ -86,6 +90,7 @@ def stream_answer(question: str, settings: dict[str, Any], final: dict[str, Any]
                     yield choice["delta"]["content"]
             if "citations" in event:
                 final.update(citations=event["citations"], conversation_id=event.get("conversation_id"),
+                             evidence=event.get("evidence"),
                              model=event.get("model"))
 
 
@@ -93,7 +98,11 @@ def show_sources(message: dict[str, Any], index: int) -> None:
     citations = message.get("citations") or []
     if citations:
         st.markdown("**Sources**")
+    sentences = (message.get("evidence") or {}).get("sentences") or []
     for c in citations:
+        for e in sentences:  # the sentence the answer rests on, under its source
+            if e["number"] == c["number"]:
+                st.text(f"[{c['number']}] “{' '.join(e['sentence'].split())}”")
         with st.expander(f"[{c['number']}] {c['title']}"):
             st.caption(f"{c['document_id']} · chunk {c['ordinal']} · score {c['score'] or 0:.4f}")
             st.text(c.get("content", ""))
@@ -127,10 +136,14 @@ def chat_page(settings: dict[str, Any]) -> None:
         st.markdown(question)
     with st.chat_message("assistant"):
         final: dict[str, Any] = {}
-        text = st.write_stream(stream_answer(question, settings, final))
+        box = st.empty()
+        text = box.write_stream(stream_answer(question, settings, final))
         if final.get("error"):
             st.error(final["error"])
             return
+        if final.get("evidence"):  # the answer with its [n] markers replaces the streamed words
+            text = final["evidence"]["content"]
+            box.markdown(text)
         message = {"role": "assistant", "content": text if isinstance(text, str) else "", **final}
         history.append(message)
         show_sources(message, len(history) - 1)

@@ -1,0 +1,156 @@
+"""Answers that show their evidence, on the ingested sample corpus: sentences are verbatim slices of the cited
+chunks, inline markers point at the chunk that supports the sentence they follow, extractive answers are made
+of source sentences, an unsupported question abstains without generating; through `ask` (JSON) and the API."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from rich.console import Console
+
+from promptly.answering import Answerer
+from promptly.ask import print_answer
+from promptly.evidence import ABSTENTION, display, generative, plan, sentence_spans
+from promptly.model.config import SamplingConfig
+from promptly.model.loading import load_model
+from promptly.records import Answer, Citation, Evidence
+from promptly.retrieval import Retriever
+from promptly.store.postgres import PostgresStore
+from promptly.verb_config import EvidenceSettings
+
+from .cloud.promptly_server import ServeThread
+from .conftest import REPO_ROOT, compose, resolved
+from .serve_fixtures import serve_cfg, serve_db  # noqa: F401  (a fixture)
+from .test_cli import run_cli
+
+QUESTION = "How many passphrases can a single driftsync repository hold?"
+FACT = "16"  # "A driftsync repository can hold at most 16 passphrases." (sample_data/qa.jsonl)
+UNANSWERABLE = "How many people attended the first cronkite user conference?"
+MARKER = re.compile(r"\[(\d+)\]")
+
+
+def tiny_overrides(tmp_path: Path, url: str) -> list[str]:
+    return [f"paths.data_dir={REPO_ROOT / 'sample_data'}", f"paths.state_dir={tmp_path / 'state'}",
+            "store=postgres", f"store.url='{url}'", "model=tiny", "model.tiny.num_hidden_layers=2",
+            "generation.max_new_tokens=8"]
+
+
+def test_sentences_are_verbatim_slices_that_follow_markdown() -> None:
+    text = ("# Limits\n\nA repository holds at most 16\npassphrases. Each one unlocks it, e.g. on a new\n"
+            "machine.\n\n- The first item says one thing.\n\n```sh\ndriftsync key add\n```\n"
+            "| flag | meaning |\n|------|---------|\n| `-q` | quiet |\n")
+    spans = sentence_spans(text)
+    sentences = [text[s:e] for s, e in spans]
+    assert [display(s) for s in sentences] == [
+        "A repository holds at most 16 passphrases.",  # a hard-wrapped sentence joined, kept verbatim
+        "Each one unlocks it, e.g. on a new machine.",  # no split after "e.g."
+        "The first item says one thing.",  # the list marker left out
+        "driftsync key add",  # a code line alone; fences and the heading left out
+        "| flag | meaning |", "| `-q` | quiet |",  # table rows, the rule left out
+    ]
+
+
+def test_text_output_shows_each_supporting_sentence_under_its_source() -> None:
+    chunk = "Keys live in the repository. A repository can hold at most 16\npassphrases."
+    start = chunk.index("A repository")
+    answer = Answer(QUESTION, "At most 16 passphrases. [2]", (
+        Citation(1, "c1", "driftsync/README.md", 0, "README", 0.3),
+        Citation(2, "c2", "driftsync/cli-reference.md", 11, "CLI reference", 0.2)), "tiny", 1.0,
+        evidence=(Evidence(2, "c2", "driftsync/cli-reference.md", chunk[start:], start, len(chunk), 0.8, 0),))
+    console = Console(record=True, width=200)
+    print_answer(console, answer)
+    lines = console.export_text().splitlines()
+    source = next(i for i, line in enumerate(lines) if line.strip().startswith("[2] CLI reference"))
+    assert "A repository can hold at most 16 passphrases." in lines[source + 1]  # right under its source
+    assert not any("16 passphrases." in line for line in lines[1:source])
+
+
+@pytest.fixture
+def sample_chunks(ingested_store: PostgresStore, embedder) -> list:
+    return Retriever(ingested_store, embedder, k=3).search([QUESTION])[0]
+
+
+def test_markers_follow_the_sentences_a_cited_chunk_supports(sample_chunks, embedder) -> None:
+    settings = EvidenceSettings()
+    evidence_plan = plan(QUESTION, sample_chunks, embedder, settings)
+    assert not evidence_plan.abstain
+    answer = "A driftsync repository can hold at most 16 passphrases. Bananas ripen faster in a paper bag."
+    marked = generative(QUESTION, answer, evidence_plan, embedder, settings)
+    first, second = marked.text.split("Bananas", 1)
+    numbers = [int(n) for n in MARKER.findall(first)]
+    assert len(numbers) == 1 and not MARKER.search(second)  # only the supported sentence is marked
+    [ev] = marked.evidence
+    chunk = sample_chunks[numbers[0] - 1]
+    assert ev.number == numbers[0] and ev.chunk_id == chunk["chunk_id"] and ev.answer_sentence == 0
+    assert chunk["content"][ev.start:ev.end] == ev.sentence and FACT in ev.sentence
+
+
+def test_unsupported_question_abstains_without_generating(tmp_path: Path, ingested_url: str,
+                                                         ingested_store: PostgresStore, embedder) -> None:
+    cfg = resolved(compose("ask", tiny_overrides(tmp_path, ingested_url)))
+    answerer = Answerer(load_model(cfg), Retriever(ingested_store, embedder, k=3), SamplingConfig(max_new_tokens=8))
+    tokens: list[int] = []
+    unsupported, supported = answerer.answer([UNANSWERABLE, QUESTION], on_token=lambda row, t: tokens.append(row))
+    assert unsupported.abstained and unsupported.text.startswith(ABSTENTION) and not unsupported.evidence
+    assert unsupported.citations  # the sources it looked at are still listed
+    assert unsupported.support is not None and unsupported.support < EvidenceSettings().abstain_below
+    assert not supported.abstained and supported.support is not None
+    assert supported.support >= EvidenceSettings().abstain_below
+    assert tokens and set(tokens) == {1}  # only the supported question (index 1) was generated
+
+
+def test_ask_json_extractive_answer_quotes_cited_sentences(tmp_path: Path, ingested_url: str,
+                                                          ingested_store: PostgresStore) -> None:
+    result = run_cli("ask", QUESTION, *tiny_overrides(tmp_path, ingested_url), "format=json",
+                     "evidence.answer_style=extractive", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["style"] == "extractive" and answer["abstained"] is False
+    stored = {c.id: c for c in ingested_store.iter_chunks()}
+    citations = {c["number"]: c for c in answer["citations"]}
+    quoted = re.findall(r'"(.+?)" \[(\d+)\]', answer["answer"])
+    assert len(quoted) == len(answer["evidence"]) >= 1
+    for (sentence, number), ev in zip(quoted, answer["evidence"], strict=True):
+        assert int(number) == ev["number"] and citations[ev["number"]]["chunk_id"] == ev["chunk_id"]
+        assert stored[ev["chunk_id"]].content[ev["start"]:ev["end"]] == ev["sentence"]  # verbatim in its chunk
+        assert sentence == display(ev["sentence"])
+    assert FACT in answer["answer"]  # the best supporting sentence states the fact
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, serve_db: str) -> Iterator[ServeThread]:  # noqa: F811
+    abstain = f"evidence.abstain_below={EvidenceSettings().abstain_below}"  # the default (the fixture's is 0)
+    with ServeThread(serve_cfg(tmp_path_factory.mktemp("serve_evidence"), serve_db, abstain)) as s:
+        yield s
+
+
+def test_api_returns_evidence_beside_citations(server: ServeThread, serve_db: str) -> None:  # noqa: F811
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    quoted = client.chat.completions.create(model="promptly", messages=[{"role": "user", "content": QUESTION}],
+                                            extra_body={"answer_style": "extractive"})
+    extra = quoted.model_extra or {}
+    content = quoted.choices[0].message.content or ""
+    assert extra["evidence"]["content"] == content and FACT in content
+    by_number = {c["number"]: c for c in extra["citations"]}
+    for ev in extra["evidence"]["sentences"]:
+        assert f'"{display(ev["sentence"])}" [{ev["number"]}]' in content
+        assert by_number[ev["number"]]["content"][ev["start"]:ev["end"]] == ev["sentence"]
+    assert quoted.usage is not None and quoted.usage.completion_tokens == 0  # nothing was generated
+
+    chunks = list(client.chat.completions.create(model="promptly", stream=True,
+                                                 messages=[{"role": "user", "content": UNANSWERABLE}]))
+    last = [c for c in chunks if c.choices][-1].model_extra or {}
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert last["evidence"]["abstained"] is True and streamed.startswith(ABSTENTION)
+    assert last["evidence"]["content"] == streamed and last["citations"]
+
+    generated = client.chat.completions.create(model="promptly", messages=[{"role": "user", "content": QUESTION}])
+    evidence = (generated.model_extra or {})["evidence"]
+    assert evidence["answer_style"] == "generative" and not evidence["abstained"]
+    assert evidence["content"] == generated.choices[0].message.content and evidence["sentences"]
+    assert generated.usage is not None and generated.usage.completion_tokens >= 1
