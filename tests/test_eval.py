@@ -154,6 +154,7 @@ def test_eval_end_to_end_on_a_smoke_checkpoint(
     assert saved["settings"]["name"].endswith(run_dir.name)  # run_dir=latest found the newest training run
     empty = sum(1 for row in saved["per_example"] if not row["prediction"].strip())
     assert saved["settings"]["empty_answers"] == empty
+    assert {"abstained", "key_fact_recall", "citation_hit", "retrieval_hit"} <= set(saved["overall"])  # evidence
     markdown = (out / "report.md").read_text()
     for metric in ("bleu", "rougeL", "perplexity", "faithfulness", "recall@1"):
         value = saved["overall"][metric]

@@ -27,12 +27,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from promptly.answering import Answerer
 from promptly.errors import EmptyInputError
 from promptly.evaluation.config import MetricConfig
+from promptly.evidence import strip_markers
 from promptly.hydra_entry import hydra_entry
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import adopt_run_data, load_model
+from promptly.records import Answer, QAPair
 from promptly.retrieval import Retriever
 from promptly.store.base import ChunkStore
 from promptly.utils.task_wrapper import TaskOutput
+from promptly.verb_config import EvidenceSettings
 
 log = logging.getLogger(__name__)
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -72,7 +75,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
             raise EmptyInputError(f"the {cfg.split} split has no QA pairs: run `promptly ingest` (with "
                                   "ingest.qa.path) or choose split=validation")
         retriever = Retriever(store, embedder, k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
-        answerer = Answerer(loaded, retriever, sampling)
+        answerer = Answerer(loaded, retriever, sampling, EvidenceSettings(**_plain(cfg.evidence)))
         prepared = answerer.prepare([p.question for p in pairs])
     finally:
         store.close()
@@ -80,8 +83,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     with Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("", total=len(prepared))
-        predictions = answerer.generate(prepared, on_batch=lambda n: progress.update(task, advance=n))
+        answers = answerer.answer_prepared(prepared, on_batch=lambda n: progress.update(task, advance=n))
     generation_s = time.perf_counter() - started
+    predictions = [strip_markers(a.text) for a in answers]  # text metrics compare words, not [n]
     nll = reference_nll(loaded.model, loaded.tokenizer,
                         reference_sequences(prepared, [p.answer for p in pairs], answerer.encoder),
                         sampling.batch_size)
@@ -95,17 +99,35 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     if empty:
         console.print(f"[yellow]{empty} of {len(examples)} answers are empty: they score 0[/]")
     result = evaluate_examples(examples, embedder, config=metric_cfg)
+    add_evidence_scores(result, answers, pairs)
     settings = {"name": loaded.name, "model": loaded.origin, "checkpoint": loaded.checkpoint or "(base model)",
                 "split": str(cfg.split), "examples": len(examples),
                 "retrieval": f"{cfg.retrieval.mode}, k={cfg.retrieval.k}", "generation": str(_plain(cfg.generation)),
                 "answers_per_second": round(len(examples) / generation_s, 2),
-                "contexts_truncated": sum(1 for p in prepared if p.context_cut), "empty_answers": empty}
+                "contexts_truncated": sum(1 for p in prepared if p.context_cut), "empty_answers": empty,
+                "answer_style": str(cfg.evidence.answer_style), "abstain_below": float(cfg.evidence.abstain_below)}
     files = write_report(result, out_dir, settings, name=loaded.name)
     if loaded.run_dir:
         record_evaluation(Path(loaded.run_dir), out_dir, files.json, settings, result.overall)
     log_to_loggers(cfg, result.overall, result.per_example)
     console.print(f"report: {files.markdown}")
     return result.to_dict()
+
+
+def add_evidence_scores(result: Any, answers: list[Answer], pairs: list[QAPair]) -> None:
+    """Evidence scores per example (the reference's key terms stand in for facts) and their means overall:
+    abstained, key_fact_recall, evidence_fact_recall, citation_hit, retrieval_hit."""
+    from promptly.evaluation.evidence_metrics import key_terms, score_answer
+
+    for row, answer, pair in zip(result.per_example, answers, pairs, strict=True):
+        scores = score_answer(answer, key_terms(pair.answer, pair.question), pair.document_id)
+        row["scores"].update(scores.as_dict())
+        row["details"]["evidence"] = [e.sentence for e in answer.evidence]
+        row["details"]["answer_with_markers"] = answer.text
+    for key in ("abstained", "key_fact_recall", "evidence_fact_recall", "citation_hit", "retrieval_hit"):
+        values = [v for row in result.per_example if (v := row["scores"].get(key)) is not None]
+        if values:
+            result.overall[key] = sum(values) / len(values)
 
 
 def report_names(paths: list[Path]) -> dict[str, Path]:
