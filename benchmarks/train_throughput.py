@@ -255,7 +255,8 @@ def run_hf_trainer(factory: ModelFactory, tokenizer: Any, file: TokenFile, args:
 
         def create_optimizer(self, *a: Any, **kw: Any) -> Any:
             if self.optimizer is None:  # the same AdamW as the other contenders (HF's adamw_torch loops per tensor)
-                self.optimizer = _adamw(args)(params=[p for p in self.model.parameters() if p.requires_grad])
+                net: Any = self.model
+                self.optimizer = _adamw(args)(params=[p for p in net.parameters() if p.requires_grad])
             return self.optimizer
 
     class Measure(TrainerCallback):
@@ -291,7 +292,7 @@ class _Partial:
     """What fast_adam_kwargs reads of a Hydra partial."""
 
     def __init__(self, func: Any) -> None:
-        self.func, self.keywords = func, {}
+        self.func, self.keywords = func, dict[str, Any]()
 
 
 def _optimizer_text(opt: torch.optim.Optimizer) -> str:
