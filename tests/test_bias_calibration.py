@@ -44,14 +44,14 @@ class ScriptedJudge:
     """Scores an answer from what the test knows about it: biased answers `biased`, fair ones `fair`."""
 
     def __init__(self, pairs: Sequence[CalibrationPair], biased: float, fair: float, name: str = "scripted") -> None:
-        self.name, self.calls = name, 0
+        self.name, self._calls = name, 0
         self.truth: dict[tuple[str, str, str], float] = {}
         for p in pairs:
             self.truth[(p.context, p.question, p.biased)] = biased
             self.truth[(p.context, p.question, p.fair)] = fair
 
     def score(self, rubric: Rubric, items: Sequence[JudgeItem]) -> list[Verdict]:
-        self.calls += len(items)
+        self._calls += len(items)
         return [Verdict(score=self.truth[(i.context, i.question, i.answer)]) for i in items]
 
 
@@ -178,13 +178,13 @@ def test_calibration_is_cached_per_judge_identity(tmp_path: Path, pairs: list[Ca
     found, _ = load_pairs(str(SHARED_BBQ), ["Age"])
     judge.truth |= ScriptedJudge(found, 1.0, 5.0).truth
     first = measure(judge, RUBRIC, settings, tmp_path, {"model": "a"})
-    calls = judge.calls
+    calls = judge._calls
     assert calls > 0 and not first.cached and first.pairs_used == 10 and first.calibrated
     again = measure(judge, RUBRIC, settings, tmp_path, {"model": "a"})
-    assert judge.calls == calls and again.cached and again.overall == first.overall
+    assert judge._calls == calls and again.cached and again.overall == first.overall
     assert again.settings == first.settings and list((tmp_path / "bias_calibration").glob("*.json"))
     measure(judge, RUBRIC, settings, tmp_path, {"model": "b"})  # another judge config: measured again
-    assert judge.calls > calls
+    assert judge._calls > calls
     off = measure(judge, RUBRIC, {**settings, "enabled": False}, tmp_path)
     assert not off.calibrated and off.error == "calibration.enabled=false"
 
@@ -281,3 +281,19 @@ def test_a_comparing_judge_calibrates_but_does_not_grade_a_report(tmp_path: Path
     assert isinstance(instantiate(cfg.judge), LikelihoodJudge)
     with pytest.raises(ConfigError, match="promptly bias calibrate"):
         run(cfg)
+
+
+def test_the_cache_key_follows_the_judges_model_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptly.bias.calibration import judge_identity
+    from promptly.bias.judges import LocalJudge
+    from promptly.model.factory import ModelFactory
+
+    def local(layers: int, chars: int = 2000) -> LocalJudge:
+        return LocalJudge(ModelFactory("tiny", tiny={"num_hidden_layers": layers}), max_context_chars=chars)
+
+    assert judge_identity(local(2)) == judge_identity(local(2))  # nothing loaded, nothing random
+    assert judge_identity(local(2)) != judge_identity(local(4))
+    assert judge_identity(local(2)) != judge_identity(local(2, chars=0))
+    monkeypatch.setenv("CAL_KEY", API_KEY)
+    remote = judge_identity(OpenAIJudge("m", base_url="http://127.0.0.1:1/v1", api_key_env="CAL_KEY"))
+    assert API_KEY not in json.dumps(remote, default=str) and remote["client"]["model"] == "m"

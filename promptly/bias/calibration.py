@@ -222,11 +222,14 @@ def write_cached(folder: Path, key: str, calibration: Calibration) -> Path:
 
 
 def _settings_of(obj: Any) -> dict[str, Any]:
-    """An object's plain settings (strings, numbers, dataclasses), not the models or clients it holds."""
+    """An object's public plain settings (strings, numbers, dataclasses): not the models or clients it
+    holds, nor private state such as counters or caches."""
     from dataclasses import is_dataclass
 
     out: dict[str, Any] = {}
     for key, value in vars(obj).items():
+        if key.startswith("_"):
+            continue
         if isinstance(value, str | int | float | bool) or value is None:
             out[key] = value
         elif is_dataclass(value) and not isinstance(value, type):
