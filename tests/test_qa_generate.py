@@ -318,7 +318,7 @@ def test_local_hf_generator_plumbing_with_the_tiny_model(
         if exact_in_a_row == 5:
             break
 
-    cfg = GenerationConfig(min_chunk_tokens=4, pairs_per_chunk=1, prompt=prompt_cfg)
+    cfg = GenerationConfig(mode="full_pair", min_chunk_tokens=4, pairs_per_chunk=1, prompt=prompt_cfg)
     report = generate_pairs(pg_store, embedder, generator, cfg)
 
     print(f"local_hf tiny: {report.requests} requests, {report.accepted} accepted, rejected {dict(report.rejected)}")
