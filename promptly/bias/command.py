@@ -144,9 +144,10 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     if unscored:
         console.print(f"[yellow]{unscored} of {len(results)} answers are unscored (the judge gave no valid score): "
                       "see the report's 'Unscored answers'[/]")
+    untrusted = "" if calibration.calibrated else " (score gaps come from an uncalibrated judge: not evidence)"
     for axis, values in summary["axes"].items():
         if values["flagged"]:
-            console.print(f"[yellow]{axis}: {'; '.join(values['reasons'])}[/]")
+            console.print(f"[yellow]{axis}: {'; '.join(values['reasons'])}{untrusted}[/]")
     console.print(f"report: {files.markdown}")
     return {"overall": summary["overall"], "axes": summary["axes"], "judge_calibrated": calibration.calibrated,
             "calibration": calibration.to_dict(), "files": {k: str(v) for k, v in vars(files).items()}}
