@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from promptly.ingest.embedding import Embedder
-from promptly.qa.answer_first import gives_away, parse_question
+from promptly.qa.answer_first import gives_away, parse_question, shares_words
 from promptly.qa.command import print_summary
 from promptly.qa.config import AnswerFirstConfig, GenerationConfig
 from promptly.qa.generate import generate_pairs
@@ -38,7 +38,7 @@ SCRIPT = {
     "The proxy listens": "Question: Which port does the proxy listen on by default?\nAnswer: 8080",  # accepted
     "Set `listen_port`": "Sure! Here is a question you could ask about the proxy.",  # malformed: no question
     "Failed upstream calls": "How often are failed upstream calls retried, and with which backoff?",  # accepted
-    "Messages are kept": "How many times are failed upstream calls retried?",  # retrieves retries.md: not retrieved
+    "Messages are kept": "How many times are failed upstream messages retried?",  # finds retries.md: not retrieved
     "A single message": "Is a single message limited to 1 MiB, with error Q413 for larger payloads?",  # gives away
 }
 
@@ -94,6 +94,8 @@ def test_question_replies_are_parsed_or_rejected() -> None:
     span = AnswerSpan("The proxy listens on port 8080 by default.", ("default", "number"), ("8080",))
     assert gives_away("Does the proxy listen on port 8080?", span)
     assert not gives_away("Which port does the proxy listen on?", span)
+    assert shares_words("Which port does the proxy listen on?", span)
+    assert not shares_words("What is the answer to this question?", span)  # accepted once by the reader alone
 
 
 @pytest.fixture

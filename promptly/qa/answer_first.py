@@ -8,9 +8,11 @@ the round trip holds:
 - the question does not give the answer away: it does not contain the whole answer, nor every key of
   it (the numbers, code spans or cells the answer tells) (`answer_in_question`);
 - the question is new for its document (`duplicate`);
-- an extractive reader answering it from the chunk picks the span back: the span is among the
+- the question is about its answer: it shares a content word with the span (or a table row's header),
+  and an extractive reader answering it from the chunk picks the span back: the span is among the
   `answer_rank` sentences and rows of the chunk closest to the question by the embedder
-  (`answer_mismatch`: a vague question that any sentence of the chunk would answer as well);
+  (`answer_mismatch`: "What is the answer to this question?", or a vague question that another
+  sentence of the chunk answers as well);
 - retrieval, as serving does it (the store's search with the embedder), finds the source chunk, or
   another chunk holding the same span (chunks overlap), in the top k (`not_retrieved`).
 """
@@ -59,6 +61,11 @@ def gives_away(question: str, span: AnswerSpan) -> bool:
         return False
     words = text_rules.content_words(question)
     return all(key.lower() in q or text_rules.normalize(key) in words for key in span.keys)
+
+
+def shares_words(question: str, span: AnswerSpan) -> bool:
+    """Whether the question and its answer (with a row's header) have a content word in common."""
+    return bool(text_rules.content_words(question) & text_rules.content_words(f"{span.text} {span.header}"))
 
 
 class RoundTrip:
@@ -112,6 +119,8 @@ def validate_questions(replies: Sequence[tuple[AnswerSpan, str]], chunk: Chunk, 
             rejected["not_verbatim"] += 1
         elif gives_away(question, span):
             rejected["answer_in_question"] += 1
+        elif not shares_words(question, span):
+            rejected["answer_mismatch"] += 1
         elif normalize_question(question) in asked or validator.is_duplicate(chunk.document_id, question):
             rejected["duplicate"] += 1
         else:
