@@ -27,8 +27,8 @@ The contenders:
   grouping (`train_sampling_strategy="group_by_length"`): the stronger baseline;
 - raw_loop: a hand-written PyTorch loop over exactly the batches promptly makes, with promptly's loss.
 
-Each contender runs --rounds times, interleaved (contention from other processes hits all of them
-alike, round by round); the median and the best round are printed, and the ratios come from the
+Each contender runs --rounds times, interleaved in an order that rotates every round (contention from
+other processes, rising or falling, hits all of them alike); the median and the best round are printed, and the ratios come from the
 medians (a lucky round cannot make them). The load average is printed before and after each model:
 figures from a loaded machine say so. Targets: vs_trainer_grouped >= 1.3 (tiny) and >= 2.0 (SmolLM2),
 vs_raw_loop >= 0.95. The last lines are one per model: `<model>: vs_trainer=<r> vs_trainer_grouped=<r>
@@ -371,8 +371,10 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
               f"{padding_waste(file, rand):.1%}")
         print(f"[{model}] load average before: {_load()}", flush=True)
         rates: dict[str, list[float]] = {name: [] for name in args.contenders.split(",")}
+        names = list(rates)
         for r in range(args.rounds):
-            for name in rates:
+            # the order rotates round by round: load that rises or falls during a run favours no contender
+            for name in names[r % len(names):] + names[:r % len(names)]:
                 if name == "promptly":
                     rate = run_promptly(factory, tokenizer, file, args, work / f"pl{r}")
                 elif name == "raw_loop":
