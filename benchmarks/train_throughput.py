@@ -28,11 +28,11 @@ The contenders:
 - raw_loop: a hand-written PyTorch loop over exactly the batches promptly makes, with promptly's loss.
 
 Each contender runs --rounds times, interleaved in an order that rotates every round (contention from
-other processes, rising or falling, hits all of them alike); the median and the best round are printed, and the ratios come from the
-medians (a lucky round cannot make them). The load average is printed before and after each model:
-figures from a loaded machine say so. Targets: vs_trainer_grouped >= 1.3 (tiny) and >= 2.0 (SmolLM2),
-vs_raw_loop >= 0.95. The last lines are one per model: `<model>: vs_trainer=<r> vs_trainer_grouped=<r>
-vs_raw_loop=<r>` (median ratios).
+other processes, rising or falling, hits all of them alike); the median and the best round are printed,
+and the ratios come from the medians (a lucky round cannot make them). The load average is printed before
+and after each model: figures from a loaded machine say so. Targets: vs_trainer_grouped >= 1.3 (tiny) and
+>= 2.0 (SmolLM2), vs_raw_loop >= 0.95. The last lines are one per model: `<model>: vs_trainer=<r>
+vs_trainer_grouped=<r> vs_raw_loop=<r>` (median ratios).
 """
 
 from __future__ import annotations
