@@ -54,6 +54,8 @@ def test_scores_citation_hits_and_abstention_rates() -> None:
     gave_up = score_answer(answer("The sources do not say (no retrieved sentence answers the question).",
                                   abstained=True), facts, "driftsync/cli-reference.md")
     assert gave_up.abstained == 1 and gave_up.fact_recall == 0 and gave_up.citation_hit == 0
+    marker_only = score_answer(answer("Exit code 5 [2]."), ["2"], None)
+    assert marker_only.fact_recall == 0  # a marker is not a fact
     refused = score_answer(answer("The sources do not say.", abstained=True), [], None)
     answered = score_answer(answer("Somebody."), [], None)
     summary = summarize([good, wrong_page, gave_up, refused, answered], [True, True, True, False, False])

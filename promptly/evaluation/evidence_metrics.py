@@ -22,7 +22,7 @@ from pathlib import Path
 
 from promptly.errors import ConfigError
 from promptly.evaluation import text as textlib
-from promptly.evidence import is_abstention
+from promptly.evidence import is_abstention, strip_markers
 from promptly.records import Answer
 
 
@@ -121,12 +121,13 @@ class EvidenceScores:
 
 
 def score_answer(answer: Answer, facts: Sequence[str], document_id: str | None) -> EvidenceScores:
-    """An answer against its facts. An abstention states no fact (recall 0 where facts are expected)."""
+    """An answer against its facts. An abstention states no fact (recall 0 where facts are expected); the [n]
+    markers are left out (a marker "[2]" must not count as the fact "2")."""
     gave_up = abstained(answer)
     evidence_text = " ".join(e.sentence for e in answer.evidence)
     return EvidenceScores(
         abstained=float(gave_up),
-        fact_recall=None if not facts else (0.0 if gave_up else fact_recall(answer.text, facts)),
+        fact_recall=None if not facts else (0.0 if gave_up else fact_recall(strip_markers(answer.text), facts)),
         evidence_fact_recall=None if not facts else fact_recall(evidence_text, facts),
         citation_hit=citation_hit(answer, document_id), retrieval_hit=retrieval_hit(answer, document_id))
 
