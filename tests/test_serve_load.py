@@ -95,7 +95,7 @@ def test_a_burst_past_capacity_is_200_or_429_and_no_admitted_request_times_out(
         tmp_path: Path, serve_db: str) -> None:  # noqa: F811
     # two rows, long answers, 4 s to start: 24 requests at once are far more than 4 s of work
     cfg = serve_cfg(tmp_path, serve_db, "serve.max_batch_size=2", "serve.request_timeout_s=4",
-                    "generation.max_new_tokens=300", "generation.repetition_penalty=1.0")
+                    "generation.max_new_tokens=500", "generation.repetition_penalty=1.0")
     before = conversation_count(serve_db)
     burst = 24
     with ServeThread(cfg) as server:
@@ -114,6 +114,11 @@ def test_a_burst_past_capacity_is_200_or_429_and_no_admitted_request_times_out(
 
         with ThreadPoolExecutor(burst) as pool:
             results = list(pool.map(ask, range(burst)))
+        # the token rate is measured now: a second burst is refused up front, before any retrieval, for the
+        # wait that rate predicts (the first may have been refused only when its start came too late)
+        barrier = threading.Barrier(burst)
+        with ThreadPoolExecutor(burst) as pool:
+            second = list(pool.map(ask, range(1, 3 * burst, 3)))  # none streamed
         after = httpx.post(f"{server.url}/v1/chat/completions", timeout=120,
                            json={"model": "promptly", "max_tokens": 4,
                                  "messages": [{"role": "user", "content": QUESTION}]})
@@ -125,5 +130,9 @@ def test_a_burst_past_capacity_is_200_or_429_and_no_admitted_request_times_out(
         if code == 200 and n % 3 == 0:  # a stream that sent 200 ends normally: no error event after it
             assert body.rstrip().endswith("data: [DONE]") and '"error"' not in body, body[-300:]
     assert after.status_code == 200, after.text  # the server answers afterwards
-    assert conversation_count(serve_db) == before + codes.count(200) + 1
+    answered = codes.count(200) + [code for code, _ in second].count(200) + 1
+    assert conversation_count(serve_db) == before + answered
     assert 'reason="timeout"' not in text
+    assert {code for code, _ in second} <= {200, 429}
+    assert any(code == 429 and "it would start in" in body for code, body in second), second
+    assert metric(text, "promptly_rejected_requests_total", '{reason="queue_wait"}') >= 1
