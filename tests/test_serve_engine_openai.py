@@ -27,7 +27,7 @@ SOURCE_LINE = re.compile(r"^\[\d+\] ", re.MULTILINE)
 ANSWER = "Engine reply: zebra 3 quartz."  # what the engine says when it was shown three numbered sources
 
 
-def engine_cfg(home: Path, url: str, base_url: str, *overrides: str):  # type: ignore[no-untyped-def]
+def engine_cfg(home: Path, url: str, base_url: str, *overrides: str) -> Any:
     """`promptly serve` with no local model: generation goes to the engine at `base_url`."""
     return resolved(compose("serve", [
         f"paths.data_dir={REPO_ROOT / 'sample_data'}", f"paths.state_dir={home / 'state'}",
