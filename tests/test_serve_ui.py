@@ -125,6 +125,7 @@ def test_ask_and_see_the_answer_and_its_sources(api: ServeThread, ui: str, brows
     wait_for_text(browser, "Sources")
     for c in expected:
         wait_for_text(browser, f"[{c['number']}] {c['title']}")
+    wait_for_text(browser, "“A repository can hold at most 16")  # the supporting sentence, quoted under its source
     wait_for_text(browser, "answered by tiny")
 
 
