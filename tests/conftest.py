@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     import psutil
 
-    root = Path(tempfile.gettempdir()) / "promptly-pytest"
+    root = Path(tempfile.gettempdir()) / "pytest-sessions"
     root.mkdir(mode=0o755, exist_ok=True)
     for old in root.glob("run-*"):
         if old.name[4:].isdigit() and not psutil.pid_exists(int(old.name[4:])):
