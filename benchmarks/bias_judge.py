@@ -51,7 +51,7 @@ def load_smollm(state_dir: Path) -> tuple[Any, Any]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from promptly.hydra_entry import config_dir
+    from promptly.verbs.entry import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="bias", overrides=[f"paths.state_dir={state_dir}", "paths.root_dir=."])
@@ -93,7 +93,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from hydra import compose, initialize_config_dir
 
-    from promptly.hydra_entry import config_dir
+    from promptly.verbs.entry import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         rubric = Rubric.from_config(dict(compose(config_name="bias").bias_rubric))

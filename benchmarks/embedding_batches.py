@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from promptly.evaluation import text
 from promptly.ingest.chunking import TokenChunker, untruncated_tokenizer
 from promptly.ingest.documents import SourceConfig, load_source
 from promptly.ingest.embedding import Embedder
 from promptly.records import Document
+from promptly.utils import text
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "docs"
 

@@ -42,8 +42,8 @@ from promptly.model.loading import load_base
 from promptly.model.packaged import PackagedModelConfig
 from promptly.records import Answer
 from promptly.retrieval import Retriever
+from promptly.settings import AnswerStyle, EvidenceSettings
 from promptly.store.embedded import EmbeddedPostgresStore
-from promptly.verb_config import AnswerStyle, EvidenceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"

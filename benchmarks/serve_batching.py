@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
-from promptly.hydra_entry import config_dir
 from promptly.model.config import SamplingConfig
 from promptly.model.generation import generate
 from promptly.model.loading import load_model
@@ -31,6 +30,7 @@ from promptly.serving.batching import ContinuousBatcher, Job
 from promptly.serving.config import resolved_copy
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.models import ModelSlot
+from promptly.verbs.entry import config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from promptly.answering import Answerer
-from promptly.hydra_entry import config_dir
 from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.documents import SourceConfig, load_source
 from promptly.ingest.embedding import Embedder
@@ -44,9 +43,10 @@ from promptly.ingest.sync import sync_documents
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import load_model
 from promptly.retrieval import Retriever
-from promptly.serving.command import build
 from promptly.serving.config import resolved_copy
 from promptly.store.embedded import EmbeddedPostgresStore
+from promptly.verbs.entry import config_dir
+from promptly.verbs.serve import build
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from promptly.hydra_entry import config_dir
-from promptly.serving.command import settings_of
 from promptly.serving.config import resolved_copy
 from promptly.serving.upload_jobs import FINISHED, UploadJob, UploadJobs
 from promptly.store.embedded import EmbeddedPostgresStore
+from promptly.verbs.entry import config_dir
+from promptly.verbs.serve import settings_of
 
 SMALL = b"# Note\n\nThe heron cluster rotates its TLS certificates every 41 days; ask the ops channel.\n"[:127]
 WORDS = ["quillmq", "retry", "queue", "config", "broker", "partition", "consumer", "lag", "offset", "commit",

@@ -17,7 +17,7 @@ from promptly.model.generation import SamplingConfig, TokenCallback, generate
 from promptly.model.loading import LoadedModel
 from promptly.records import Answer, Citation
 from promptly.retrieval import ContextChunk, Retriever
-from promptly.verb_config import AnswerStyle, EvidenceSettings
+from promptly.settings import AnswerStyle, EvidenceSettings
 
 
 @dataclass(frozen=True)

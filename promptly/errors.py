@@ -30,3 +30,8 @@ class ModelLoadError(PromptlyError, RuntimeError):
 
 class RemoteServiceError(PromptlyError, RuntimeError):
     """A cloud service or server (Hub, Kaggle, an OpenAI-compatible endpoint) refused or failed a request."""
+
+
+class DocumentError(ValueError):
+    """A file's content cannot be turned into text. Not a PromptlyError on purpose: ingest reports the
+    document and skips it, the verb goes on."""

@@ -31,10 +31,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from promptly.evaluation import text as textlib
 from promptly.records import Evidence
 from promptly.retrieval import ContextChunk
-from promptly.verb_config import AnswerStyle, EvidenceSettings
+from promptly.settings import AnswerStyle, EvidenceSettings
+from promptly.utils import text as textlib
 
 ABSTENTION = "The sources do not say"
 """How an abstaining answer starts (evaluation counts answers that start so as abstentions)."""

@@ -129,7 +129,7 @@ def compose(config_name: str, overrides: list[str] | None = None):  # type: igno
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from promptly.hydra_entry import config_dir
+    from promptly.verbs.entry import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)

@@ -14,14 +14,14 @@ import pytest
 from rich.console import Console
 
 from promptly.answering import Answerer
-from promptly.ask import print_answer
 from promptly.evidence import ABSTENTION, display, generative, plan, sentence_spans
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import load_model
 from promptly.records import Answer, Citation, Evidence
 from promptly.retrieval import Retriever
+from promptly.settings import EvidenceSettings
 from promptly.store.postgres import PostgresStore
-from promptly.verb_config import EvidenceSettings
+from promptly.verbs.ask import print_answer
 
 from .cloud.promptly_server import ServeThread
 from .conftest import REPO_ROOT, compose, resolved

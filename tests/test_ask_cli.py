@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from promptly.cli import quote
 from promptly.store.postgres import PostgresStore
+from promptly.utils.overrides import quote
 
 from .conftest import REPO_ROOT, compose
 from .test_cli import run_cli

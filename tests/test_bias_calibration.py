@@ -220,7 +220,7 @@ def test_promptly_bias_calibrate_writes_the_calibration(tmp_path: Path) -> None:
     out = tmp_path / "cal"
     with OpenAIServer(_openai_responder(found), api_key=API_KEY) as server:
         env = {**os.environ, "OPENAI_API_KEY": API_KEY, "PROMPTLY_HOME": str(tmp_path)}
-        done = subprocess.run([sys.executable, "-m", "promptly.cli", "bias", "calibrate", "judge=openai_compatible",
+        done = subprocess.run([sys.executable, "-m", "promptly", "bias", "calibrate", "judge=openai_compatible",
                                f"judge.base_url={server.base_url}", "judge.model=local-model", "judge.max_retries=0",
                                f"calibration.source={SHARED_BBQ}", "calibration.categories=[Age,Sexual_orientation]",
                                "calibration.per_category=4", f"hydra.run.dir={out}"],
@@ -269,9 +269,9 @@ def test_the_scheduled_workflow_announces_the_verdict(tmp_path: Path, trusted: b
 def test_a_comparing_judge_calibrates_but_does_not_grade_a_report(tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
-    from promptly.bias.command import run
     from promptly.bias.pairwise import LikelihoodJudge
     from promptly.errors import ConfigError
+    from promptly.verbs.bias import run
 
     from .conftest import as_job, compose, plain
 

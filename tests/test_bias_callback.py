@@ -25,7 +25,7 @@ CALLBACKS = ["callbacks=[default,bias_probe,data_balance]", "model@callbacks.bia
 @pytest.mark.slow
 def test_bias_probe_and_data_balance_run_while_training(
         tmp_path: Path, tiny_state: Path, ingested_url: str) -> None:  # noqa: F811
-    from promptly.train import train
+    from promptly.verbs.train import train
 
     run_dir = tmp_path / "run"
     cfg = train_config([*FAST, *location(tmp_path, tiny_state, ingested_url, run_dir), "experiment=smoke",
@@ -51,7 +51,7 @@ def test_bias_probe_and_data_balance_run_while_training(
 
 def test_a_refused_imbalance_stops_training_before_the_first_step(
         tmp_path: Path, tiny_state: Path, ingested_url: str) -> None:  # noqa: F811
-    from promptly.train import build
+    from promptly.verbs.train import build
 
     run_dir = tmp_path / "run"
     cfg = train_config([*FAST, *location(tmp_path, tiny_state, ingested_url, run_dir), "experiment=smoke",

@@ -34,7 +34,7 @@ def bias_config(tmp: Path, state: Path, url: str, out: Path, extra: list[str]) -
 @pytest.mark.slow
 def test_bias_verb_writes_the_report_for_a_base_model(
         tmp_path: Path, tiny_state: Path, ingested_url: str) -> None:  # noqa: F811
-    from promptly.bias.command import run
+    from promptly.verbs.bias import run
 
     out = tmp_path / "bias-run"
     report = run(bias_config(tmp_path, tiny_state, ingested_url, out,
@@ -94,8 +94,8 @@ def test_an_unbalanced_store_warns_or_is_refused(pg_store: PostgresStore, caplog
 def test_served_probes_the_active_version(tmp_path: Path, pg_url: str) -> None:
     from omegaconf import OmegaConf
 
-    from promptly.bias.command import choose_served
     from promptly.errors import ConfigError, InputNotFoundError
+    from promptly.verbs.bias import choose_served
 
     def cfg(**extra: Any) -> Any:
         return OmegaConf.create({"served": True, "run_dir": None, "model_dir": None,

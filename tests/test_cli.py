@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from promptly.cli import VERBS, main
 from promptly.store.base import StoreConnectionError
 from promptly.store.postgres import PostgresStore
+from promptly.verbs.cli import VERBS, main
 
-PROMPTLY = [sys.executable, "-m", "promptly.cli"]
+PROMPTLY = [sys.executable, "-m", "promptly"]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -109,8 +109,8 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys: pytest.C
     from omegaconf import OmegaConf
 
     from promptly.errors import ConfigError, PromptlyError
-    from promptly.hydra_entry import report_user_errors
     from promptly.store.base import StoreError
+    from promptly.verbs.entry import report_user_errors
 
     def failing(error: BaseException):  # type: ignore[no-untyped-def]
         def task(cfg):  # type: ignore[no-untyped-def]
@@ -135,7 +135,7 @@ def test_a_secret_in_a_user_error_is_masked(capsys: pytest.CaptureFixture[str]) 
     from omegaconf import OmegaConf
 
     from promptly.errors import ConfigError
-    from promptly.hydra_entry import report_user_errors
+    from promptly.verbs.entry import report_user_errors
 
     def task(cfg):  # type: ignore[no-untyped-def]
         raise ConfigError("bad store.url=postgresql://admin:hunter2-pw@db/x and key sk-abcdefghijklmnopqrstuvwx")

@@ -99,8 +99,8 @@ def test_a_group_file_with_a_typo_fails_too(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_importing_the_entry_decorator_registers_every_schema() -> None:
-    """Every verb goes through promptly.hydra_entry: importing it alone registers the groups' schemas."""
-    code = ("import promptly.hydra_entry\nfrom hydra.core.config_store import ConfigStore\n"
+    """Every verb goes through promptly.verbs.entry: importing it alone registers the groups' schemas."""
+    code = ("import promptly.verbs.entry\nfrom hydra.core.config_store import ConfigStore\n"
             "cs = ConfigStore.instance()\n"
             "print({g: sorted(cs.list(g)) for g in ('ingest', 'embedder', 'store', 'data', 'model')})")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
@@ -173,7 +173,7 @@ def test_store_options_take_interpolated_and_env_values_for_typed_fields(
 
 def test_ingest_with_the_cleanup_enum_from_config(tmp_path: Path, pg_url: str) -> None:
     """`run` gets `ingest.cleanup` as a Cleanup member (not a str): sync and QA loading honour none and full."""
-    from promptly.ingest.command import run
+    from promptly.verbs.ingest import run
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -21,8 +21,8 @@ from promptly.model.config import TinyConfig
 from promptly.model.factory import ModelFactory
 from promptly.model.module import RagLitModule
 from promptly.model.tiny import load_tiny_tokenizer
-from promptly.train import instantiate_with, resolve_precision
 from promptly.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from promptly.verbs.train import instantiate_with, resolve_precision
 
 from .conftest import REPO_ROOT, compose
 from .test_train_common import SAMPLE_DATA, tiny_state  # noqa: F401

@@ -109,7 +109,7 @@ def test_liked_conversations_become_examples_and_disliked_are_exported(
 
 def test_qa_export_command_writes_the_disliked_conversations(tmp_path: Path, pg_store: PostgresStore,
                                                             pg_url: str) -> None:
-    from promptly.qa.command import run
+    from promptly.verbs.qa import run
 
     pg_store.add_conversation("Q1?", "Bad answer.", [], "v1", feedback="down")
     pg_store.add_conversation("Q2?", "Good answer.", [], "v1", feedback="up")

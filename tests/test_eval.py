@@ -134,8 +134,8 @@ def test_reference_sequences_append_answer_after_prompt(
 def test_eval_end_to_end_on_a_smoke_checkpoint(
         tmp_path: Path, tiny_state: Path, ingested_url: str) -> None:  # noqa: F811
     from promptly.errors import InputNotFoundError, ModelLoadError
-    from promptly.evaluation.command import run as run_eval
-    from promptly.train import train
+    from promptly.verbs.eval import run as run_eval
+    from promptly.verbs.train import train
 
     run_dir = tmp_path / "logs" / "train" / "runs" / "smoke"
     cfg = train_config([*FAST, *location(tmp_path, tiny_state, ingested_url, run_dir), "experiment=smoke",

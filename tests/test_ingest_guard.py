@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 
 from promptly.errors import EmptyInputError, InputNotFoundError
-from promptly.ingest.command import run
 from promptly.ingest.sync import MassDeletionError
 from promptly.store.postgres import PostgresStore
+from promptly.verbs.ingest import run
 
 from .conftest import SAMPLE_DOCS, SAMPLE_QA
 from .test_cli import run_cli

@@ -57,7 +57,7 @@ def test_a_changed_title_rechunks_and_reembeds_its_document(tmp_path: Path, pg_s
 def resplit_store(tmp_path: Path, pg_url: str, pg_store: PostgresStore) -> dict[str, str]:
     """One product ingested with its QA file under the default split rule, a generated pair and a liked
     conversation per document added, then ingested again under another rule; the new rule's splits."""
-    from promptly.ingest.command import run
+    from promptly.verbs.ingest import run
 
     docs = tmp_path / "docs"
     shutil.copytree(SAMPLE_DOCS / PRODUCT, docs / PRODUCT)

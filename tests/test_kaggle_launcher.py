@@ -49,7 +49,7 @@ def _launcher_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def promptly(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "promptly.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "promptly", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from promptly.evaluation import rag_metrics as rag
-from promptly.evaluation import text
 from promptly.evaluation.metrics import EvalExample, MetricConfig, evaluate_examples
+from promptly.utils import text
 
 CONTEXT = [
     "QuillMQ brokers listen on port 5672 for client connections. The admin API listens on port 15672 "

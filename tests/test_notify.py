@@ -21,7 +21,7 @@ from promptly.notify.channels import Webhook, post, webhooks_from_env
 from promptly.notify.jobs import mark_notified
 from promptly.utils.redact import SECRET_ENV_VARS
 from promptly.utils.results import RunResult, write_result
-from promptly.utils.task_wrapper import task_wrapper
+from promptly.verbs.task_wrapper import task_wrapper
 
 from .cloud.webhook_server import WebhookServer
 from .conftest import REPO_ROOT

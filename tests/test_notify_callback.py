@@ -13,7 +13,7 @@ import pytest
 
 from promptly.notify import WEBHOOK_ENV
 from promptly.notify.callback import NotifyCallback, headline_metrics
-from promptly.train import build, train
+from promptly.verbs.train import build, train
 
 from .cloud.webhook_server import WebhookServer
 from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401

@@ -28,8 +28,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 import promptly
-from promptly.hydra_entry import config_dir
-import promptly.utils.schemas  # noqa: F401
+from promptly.verbs.entry import config_dir
+import promptly.verbs.schemas  # noqa: F401
 
 root = config_dir()
 assert root.resolve().is_relative_to(Path(sys.prefix).resolve()), (root, sys.prefix)  # the installed copy

@@ -26,8 +26,8 @@ TRAIN = [*FAST, "experiment=smoke", "model/peft=lora", "model.peft.r=4", "model.
 def evaluated_run(tmp_path_factory: pytest.TempPathFactory, tiny_state: Path, ingested_url: str) -> Path:
     """A tiny-model LoRA run with a checkpoint, evaluated once (8 test questions) by `promptly eval`.
     Shared by the session: tests that change it work on a copy."""
-    from promptly.evaluation.command import run as run_eval
-    from promptly.train import train
+    from promptly.verbs.eval import run as run_eval
+    from promptly.verbs.train import train
 
     tmp = tmp_path_factory.mktemp("publish-run")
     run_dir = tmp / "logs" / "train" / "runs" / "2026-01-01_00-00-00"

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from promptly.errors import ConfigError, RemoteServiceError
-from promptly.publish.command import run as run_publish
 from promptly.store.postgres import PostgresStore
+from promptly.verbs.publish import run as run_publish
 from tests.cloud.hub_server import HubServer
 
 from .conftest import DIM

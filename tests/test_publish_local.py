@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from promptly.errors import ConfigError, InputNotFoundError
-from promptly.publish.command import run as run_publish
 from promptly.publish.registry_local import LocalRegistry
 from promptly.store.base import ModelVersionNotFoundError
 from promptly.store.postgres import PostgresStore
+from promptly.verbs.publish import run as run_publish
 
 from .conftest import DIM
 from .test_publish_common import evaluated_run, newest_evaluation_line, publish_config, publish_store  # noqa: F401

@@ -7,7 +7,7 @@ import pytest
 
 from promptly.errors import ConfigError
 from promptly.metrics_catalog import fact, mode
-from promptly.runs import direction
+from promptly.verbs.runs import direction
 
 from .conftest import compose, resolved
 

@@ -15,7 +15,6 @@ from rich.console import Console
 
 from promptly.ingest.embedding import Embedder
 from promptly.qa.answer_first import gives_away, parse_question, shares_words
-from promptly.qa.command import print_summary
 from promptly.qa.config import AnswerFirstConfig, GenerationConfig
 from promptly.qa.generate import generate_pairs
 from promptly.qa.spans import AnswerSpan, chunk_units, in_chunk, select_spans
@@ -23,6 +22,7 @@ from promptly.qa.validation import REASONS
 from promptly.records import Chunk
 from promptly.retrieval import Retriever
 from promptly.store.postgres import PostgresStore
+from promptly.verbs.qa import print_summary
 
 from .test_qa_generate import ingest
 
@@ -195,8 +195,8 @@ def test_packaged_model_writes_questions_that_pass_the_round_trip(
 def test_local_hf_defaults_to_the_packaged_model_and_answer_first(tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
-    from promptly.qa.command import generation_config
     from promptly.qa.generate import resolve_mode
+    from promptly.verbs.qa import generation_config
 
     from .test_qa_generate import entry_config
 

@@ -264,7 +264,7 @@ def test_prompt_fields_and_reply_parsing() -> None:
 
 def test_qa_command_runs_from_the_config_tree(
         tmp_path: Path, corpus: dict[str, Chunk], pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptly.qa.command import run
+    from promptly.verbs.qa import run
 
     monkeypatch.setenv("PROMPTLY_QA_TEST_KEY", API_KEY)
     with OpenAIServer(openai_replies, model="served-model", api_key=API_KEY) as server:

@@ -157,7 +157,7 @@ def test_redacted_text_is_never_logged_or_printed(redactor: Redactor, caplog: py
 
 def test_ingest_redacts_before_chunking_and_hashes_the_redacted_text(
         tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from promptly.ingest.command import run
+    from promptly.verbs.ingest import run
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -256,7 +256,7 @@ def test_the_upload_config_redacts_and_never_deletes_the_corpus(tmp_path: Path) 
 
 
 def test_ingest_upload_redacts_uploads_and_the_two_sources_never_delete_each_other(tmp_path: Path, pg_url: str) -> None:
-    from promptly.ingest.command import run
+    from promptly.verbs.ingest import run
 
     docs, uploads = tmp_path / "docs", tmp_path / "home" / "uploads"
     docs.mkdir()
@@ -295,7 +295,7 @@ def test_ingest_upload_redacts_uploads_and_the_two_sources_never_delete_each_oth
 
 def test_qa_pairs_from_the_file_are_redacted_like_the_documents(tmp_path: Path, pg_url: str) -> None:
     """With redaction on, a pair never restores what its chunk had redacted; the unredacted pair goes."""
-    from promptly.ingest.command import run
+    from promptly.verbs.ingest import run
 
     docs = tmp_path / "docs"
     docs.mkdir()

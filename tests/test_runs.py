@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from promptly.runs import collect, direction, run
 from promptly.utils.results import RunResult, write_result
+from promptly.verbs.runs import collect, direction, run
 
 
 def make(root: Path, name: str, status: str, overrides: list[str], **metrics: float) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from promptly.cli import VERBS
+from promptly.verbs.cli import VERBS
 
 from .cloud.openai_server import OpenAIServer
 from .conftest import REPO_ROOT
@@ -41,7 +41,7 @@ def url_with_password(conninfo: str) -> str:
 
 
 def run(args: list[str], home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "promptly.cli", *args], cwd=home, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "promptly", *args], cwd=home, env=env, capture_output=True,
                           text=True, timeout=600)
 
 

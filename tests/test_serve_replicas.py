@@ -32,11 +32,11 @@ LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
 
 
 class Replica:
-    """One `promptly serve` process (python -m promptly.cli serve ...) on a free port."""
+    """One `promptly serve` process (python -m promptly.verbs.cli serve ...) on a free port."""
 
     def __init__(self, home: Path, store_url: str, engine_url: str) -> None:
         home.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "promptly.cli", "serve", f"paths.data_dir={REPO_ROOT / 'sample_data'}",
+        args = [sys.executable, "-m", "promptly", "serve", f"paths.data_dir={REPO_ROOT / 'sample_data'}",
                 f"paths.state_dir={home / 'state'}", f"paths.log_dir={home / 'logs'}", "store=postgres",
                 f"store.url='{store_url}'", "serve.port=0", "serve.poll_seconds=0.5", "serve.engine=openai",
                 f"serve.openai.base_url={engine_url}", "serve.openai.model=engine-a",

@@ -53,7 +53,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, serve_db: str) -> Iterator[Ser
 @pytest.fixture(scope="module")
 def ui(api: ServeThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "promptly.cli", "ui", f"ui.api_url={api.url}", f"ui.port={port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "promptly", "ui", f"ui.api_url={api.url}", f"ui.port={port}"],
                             cwd=tmp_path_factory.mktemp("ui"), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from promptly.serving.command import settings_of
 from promptly.serving.upload_jobs import FINISHED, FairQueue, TooManyUploadsError, UploadJob, UploadJobs
 from promptly.store.postgres import PostgresStore
+from promptly.verbs.serve import settings_of
 
 from .conftest import DIM
 from .serve_fixtures import serve_cfg, serve_db  # noqa: F401  (a fixture)

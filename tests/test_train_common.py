@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-import promptly.utils.schemas  # noqa: F401  (schemas registered before composing)
+import promptly.verbs.schemas  # noqa: F401  (schemas registered before composing)
 
 from .conftest import REPO_ROOT, as_job, compose, plain
 

@@ -14,7 +14,7 @@ from promptly.ingest.embedding import Embedder
 from promptly.ingest.splits import SplitConfig, split_for_document
 from promptly.ingest.sync import sync_documents
 from promptly.store.postgres import PostgresStore
-from promptly.train import train
+from promptly.verbs.train import train
 
 from .test_train_common import FAST, SAMPLE_DATA, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 from .test_train_overfit import LossRecorder

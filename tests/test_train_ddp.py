@@ -1,7 +1,7 @@
 """Scale-out for real: `trainer=ddp` on two CPU processes (gloo) with the tiny model.
 
 Lightning's ddp strategy re-launches the process's command line for rank 1, so the runs go through a
-subprocess: `python -m promptly.train <overrides>` (the verb's own module), and once through the promptly
+subprocess: `python -m promptly.verbs.train <overrides>` (the verb's own module), and once through the promptly
 command itself, whose re-launched ranks must still know their verb.
 Each rank records, per batch, the examples it saw (a hash of each example's tokens) and its loss; the
 checks: every rank gets its own share of each epoch's batch plan and nothing is seen twice; two ranks of
@@ -72,10 +72,10 @@ def test_each_rank_gets_its_own_share_of_every_batch_plan() -> None:
             assert len(seen) == len(set(seen))
 
 
-def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str, module: str = "promptly.train"
+def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str, module: str = "promptly.verbs.train"
             ) -> tuple[subprocess.CompletedProcess[str], Path]:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    prefix = [sys.executable, "-m", module] + (["train"] if module == "promptly.cli" else [])
+    prefix = [sys.executable, "-m", module] + (["train"] if module == "promptly.verbs.cli" else [])
     args = [*prefix, f"paths.data_dir={SAMPLE_DATA}", f"paths.state_dir={state}",
             f"paths.log_dir={tmp / 'logs' / name}", "store=postgres", f"store.url='{store_url}'",
             "experiment=tiny_causal_lm", *FAST, "data.max_length=128", "data.batching=grouped",
@@ -165,7 +165,7 @@ def test_the_promptly_command_relaunches_its_ranks(ingested_url: str, tiny_state
     import signal
 
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "promptly.cli", "train", f"paths.data_dir={SAMPLE_DATA}",
+    args = [sys.executable, "-m", "promptly", "train", f"paths.data_dir={SAMPLE_DATA}",
             f"paths.state_dir={tiny_state}", f"paths.log_dir={tmp_path / 'logs'}", "store=postgres",
             f"store.url='{ingested_url}'", "experiment=tiny_causal_lm", *FAST, "data.max_length=128",
             "data.limit.train=16", "data.limit.validation=8", "data.limit.test=0", "data.batch_size=4",

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from promptly.model.factory import ModelFactory
 from promptly.store.postgres import PostgresStore
-from promptly.train import train
+from promptly.verbs.train import train
 
 from .conftest import DIM
 from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401

@@ -9,8 +9,8 @@ from typing import Any
 import lightning as L
 import pytest
 
-from promptly.train import train
 from promptly.utils.results import read_result
+from promptly.verbs.train import train
 
 from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 from .test_train_multirun import wandb_records

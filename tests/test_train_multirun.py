@@ -71,7 +71,7 @@ def sweep(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPath
     env.pop("WANDB_API_KEY", None)
     url = f"{ingested_url} password={SECRET}"  # trust auth ignores it; it must still never be written
     # No paths.root_dir: it defaults to ${hydra:runtime.cwd}, which a sweep must resolve before its jobs.
-    args = [sys.executable, "-m", "promptly.cli", "train", "-m",
+    args = [sys.executable, "-m", "promptly", "train", "-m",
             f"paths.data_dir={SAMPLE_DATA}", f"paths.state_dir={tiny_state}", f"paths.log_dir={tmp / 'logs'}",
             "store=postgres", f"store.url='{url}'", *FAST, "logger=wandb", "logger.wandb.log_model=true",
             "data.batch_size=8",
@@ -81,7 +81,7 @@ def sweep(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPath
             "callbacks.throughput.warmup_steps=0", f"optim.lr={','.join(LRS)}"]
     proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     (sweep_dir,) = (tmp / "logs" / "train" / "multiruns").iterdir()
-    runs = subprocess.run([sys.executable, "-m", "promptly.cli", "runs", f"dir={sweep_dir}", "sort_by=val/loss"],
+    runs = subprocess.run([sys.executable, "-m", "promptly", "runs", f"dir={sweep_dir}", "sort_by=val/loss"],
                           cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
     return {"proc": proc, "dir": sweep_dir, "runs": runs}
 

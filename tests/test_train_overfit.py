@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import lightning as L
 import pytest
 
-from promptly.train import train
+from promptly.verbs.train import train
 
 from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 

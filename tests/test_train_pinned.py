@@ -17,7 +17,7 @@ from promptly.data.encoding import ExampleEncoder
 from promptly.data.prompts import PromptBuilder
 from promptly.model.config import TinyConfig
 from promptly.model.tiny import load_tiny_tokenizer
-from promptly.train import train
+from promptly.verbs.train import train
 
 from .test_train_common import FAST, SAMPLE_DATA, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 from .test_train_overfit import LossRecorder

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from promptly.errors import ConfigError
-from promptly.train import train
 from promptly.utils.hardware import Hardware, choose_precision, cpu_bf16_native, detect_hardware
+from promptly.verbs.train import train
 
 from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 from .test_train_overfit import LossRecorder

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from promptly.train import train
+from promptly.verbs.train import train
 
 from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 

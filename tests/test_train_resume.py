@@ -10,8 +10,8 @@ import lightning as L
 import pytest
 import torch
 
-from promptly.train import train
 from promptly.utils.results import read_result
+from promptly.verbs.train import train
 
 from .test_train_common import FAST, _wandb_offline, location, tiny_state, train_config  # noqa: F401
 

@@ -25,7 +25,7 @@ SMALL = [*FAST, "model/peft=lora", "model.peft.dropout=0.0", "data.limit.train=8
 def multirun(tmp: Path, store_url: str, state: Path, *overrides: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO_ROOT),
            "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "promptly.cli", "train", "-m", f"paths.data_dir={SAMPLE_DATA}",
+    args = [sys.executable, "-m", "promptly", "train", "-m", f"paths.data_dir={SAMPLE_DATA}",
             f"paths.state_dir={state}", f"paths.log_dir={tmp / 'logs'}", "store=postgres",
             f"store.url='{store_url}'", "experiment=smoke", *SMALL, *overrides]
     proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from promptly.cli import VERBS
 from promptly.notify import WEBHOOK_ENV
 from promptly.notify.__main__ import parser as notify_parser
 from promptly.utils.redact import redact_text
+from promptly.verbs.cli import VERBS
 
 from .conftest import REPO_ROOT, compose, resolved
 

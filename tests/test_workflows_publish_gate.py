@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from promptly.errors import ConfigError
-from promptly.publish.command import run as run_publish
 from promptly.publish.selection import Evaluation, compare_with_active
 from promptly.store.base import ModelVersion
 from promptly.store.postgres import PostgresStore
+from promptly.verbs.publish import run as run_publish
 
 from .conftest import DIM
 from .test_publish_common import evaluated_run, newest_evaluation_line, publish_config, publish_store  # noqa: F401

@@ -1,4 +1,4 @@
-"""Typed schema of `promptly bias` (configs/bias.yaml), registered in promptly/utils/schemas.py, so a
+"""Typed schema of `promptly bias` (configs/bias.yaml), registered in promptly/verbs/schemas.py, so a
 typo in a bias setting or a rubric file fails at composition naming the valid keys."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 from promptly.bias.balance import BalanceSettings
 from promptly.bias.bbq import BBQ_COMMIT, BBQ_URL
-from promptly.verb_config import ModelChoice, RetrievalSettings, VerbGroups
+from promptly.settings import ModelChoice, RetrievalSettings, VerbGroups
 
 
 @dataclass

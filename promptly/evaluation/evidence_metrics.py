@@ -10,7 +10,7 @@ They need no reference prose: a question file (JSONL) lists, per question, the f
 When only a reference answer exists (the QA split), its *key terms* stand in for facts: the reference's
 content words that the question does not already contain (the question's own words prove nothing).
 A fact or term is found in a text when every one of its normalised tokens is among the text's
-(promptly.evaluation.text: lowercase, Porter-stemmed words, identifiers whole, hyphen parts too).
+(promptly.utils.text: lowercase, Porter-stemmed words, identifiers whole, hyphen parts too).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptly.errors import ConfigError
-from promptly.evaluation import text as textlib
 from promptly.evidence import is_abstention, strip_markers
 from promptly.records import Answer
+from promptly.utils import text as textlib
 
 
 @dataclass(frozen=True)

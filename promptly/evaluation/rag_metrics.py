@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from promptly.evaluation import text
+from promptly.utils import text
 
 Judge = Callable[[str], str]
 

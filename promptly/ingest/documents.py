@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptly.errors import InputNotFoundError
+from promptly.errors import DocumentError, InputNotFoundError
 from promptly.records import Document, sha256_hex
 from promptly.textsafe import clean_text, clean_value
 
@@ -117,10 +117,6 @@ def load_file(path: Path, root: Path, source: SourceConfig, fingerprint: str) ->
         return
     yield make_document(rel, text, title, source.name, path.resolve().as_uri(), _owned(metadata, source),
                         fingerprint)
-
-
-class DocumentError(ValueError):
-    """A file's content cannot be turned into text."""
 
 
 def _decode(raw: bytes) -> str:

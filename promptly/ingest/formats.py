@@ -34,7 +34,7 @@ def pdf_to_text(raw: bytes) -> tuple[str, str]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
-    from promptly.ingest.documents import DocumentError
+    from promptly.errors import DocumentError
 
     try:
         reader = PdfReader(io.BytesIO(raw))

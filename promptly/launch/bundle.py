@@ -17,9 +17,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from promptly.cli import quote
 from promptly.errors import ConfigError
 from promptly.launch.config import DataSource, Install, KaggleLauncherConfig
+from promptly.utils.overrides import quote
 from promptly.utils.redact import redact_override
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "_notebooks" / "kaggle_job.ipynb"

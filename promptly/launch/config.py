@@ -1,6 +1,6 @@
 """Typed settings of `hydra/launcher=kaggle` and of `promptly launch`, so a typo fails at composition.
 
-Registered in promptly/utils/schemas.py; configs/hydra/launcher/kaggle.yaml and configs/launch.yaml
+Registered in promptly/verbs/schemas.py; configs/hydra/launcher/kaggle.yaml and configs/launch.yaml
 name them first in their defaults lists.
 """
 
@@ -106,7 +106,7 @@ class LaunchConfig:
 
 def register_schemas() -> None:
     """hydra/launcher=kaggle and launch.yaml name these first in their defaults lists. Runs on import
-    (promptly/utils/schemas.py imports this module, as it does the resolvers)."""
+    (promptly/verbs/schemas.py imports this module, as it does the resolvers)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()

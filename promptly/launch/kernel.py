@@ -57,7 +57,7 @@ def input_dir(dataset: str) -> Path:
 
 def promptly(verb: str, args: list[str], env: dict[str, str]) -> int:
     """One promptly command in a subprocess, its output printed line by line (it lands in the kernel log)."""
-    cmd = [sys.executable, "-m", "promptly.cli", verb, *args]
+    cmd = [sys.executable, "-m", "promptly", verb, *args]
     print("$ promptly", verb, " ".join(args), flush=True)
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from promptly.evaluation import text as text_rules
 from promptly.qa.config import AnswerFirstConfig
 from promptly.qa.spans import AnswerSpan, chunk_units, collapse, in_chunk
 from promptly.qa.validation import Candidate, PairValidator, normalize_question
 from promptly.records import Chunk, QAPair, Split
 from promptly.retrieval import Retriever
 from promptly.store.base import ChunkStore
+from promptly.utils import text as text_rules
 
 _LEAD = re.compile(r"^(?:\*\*)?(?:question|q)\s*\d*\s*[:.)-]\s*(?:\*\*)?\s*|^\d{1,2}[.)]\s+", re.IGNORECASE)
 _QUOTES = "\"'`*“”‘’ "

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from promptly.evaluation import text as text_rules
+from promptly.utils import text as text_rules
 
 KINDS = ("default", "number", "command", "definition", "table_row")
 """What makes a span answer-bearing, in order of preference when a chunk has more than enough."""

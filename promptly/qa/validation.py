@@ -18,9 +18,9 @@ from typing import Any
 
 import jsonschema
 
-from promptly.evaluation import text as text_rules
 from promptly.evaluation.rag_metrics import CachedEncoder, TextEncoder, faithfulness
 from promptly.qa.config import ValidationConfig
+from promptly.utils import text as text_rules
 
 REASONS = ("malformed", "empty", "surplus", "duplicate", "ungrounded", "not_verbatim", "answer_in_question",
            "answer_mismatch", "not_retrieved", "generator_error")

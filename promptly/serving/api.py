@@ -41,8 +41,8 @@ from promptly.serving.remote import EngineFailedError, EngineUnavailableError, R
 from promptly.serving.reports import evaluation_report
 from promptly.serving.upload_jobs import UploadJobs
 from promptly.serving.uploads import UploadTooLargeError
+from promptly.settings import EvidenceSettings
 from promptly.store.base import StoreError
-from promptly.verb_config import EvidenceSettings
 
 log = logging.getLogger(__name__)
 

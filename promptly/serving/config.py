@@ -1,4 +1,4 @@
-"""Typed schemas of `promptly serve` and `promptly ui` (registered in promptly/utils/schemas.py), so a
+"""Typed schemas of `promptly serve` and `promptly ui` (registered in promptly/verbs/schemas.py), so a
 typo such as `serve.prot=8000` fails at composition listing the valid keys.
 
 Imported by every verb (through the schema registry): nothing here imports FastAPI, torch or Streamlit.
@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from promptly.errors import ConfigError
-from promptly.verb_config import ModelChoice, RetrievalSettings, VerbGroups
+from promptly.settings import ModelChoice, RetrievalSettings, VerbGroups
 
 DEFAULT_STYLES = {
     "short": "Answer in one or two sentences, using only the given context. Cite sources as [n].",

@@ -33,8 +33,8 @@ from promptly.serving.metrics import ServerMetrics
 from promptly.serving.models import ModelManager, ModelSlot, explicit_model
 from promptly.serving.remote import RemoteEngine, RemoteJob, RemoteModelManager, chat_messages
 from promptly.serving.store_pool import StorePool
+from promptly.settings import AnswerStyle, EvidenceSettings
 from promptly.store.base import ANONYMOUS
-from promptly.verb_config import AnswerStyle, EvidenceSettings
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The package counts the processes using a server in `<data_dir>/.handle_pids.json` and stops it when the last
 one exits (atexit). A process killed with SIGKILL never removes its pid, so the server would run forever:
 every start first drops the pids of processes that no longer exist, so the next command that exits stops it.
-(SIGTERM, SIGHUP and SIGINT already end a `promptly` process through its exit handlers: see promptly/cli.py.)
+(SIGTERM, SIGHUP and SIGINT already end a `promptly` process through its exit handlers: see promptly/verbs/cli.py.)
 """
 
 from __future__ import annotations

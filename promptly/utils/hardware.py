@@ -2,7 +2,7 @@
 compute threads this process should use.
 
 Two pure functions make the choices (`choose_precision`, `choose_threads`) and are tested per case;
-the `detect_*` helpers read the machine. Training (`promptly.train`) and the answering verbs
+the `detect_*` helpers read the machine. Training (`promptly.verbs.train`) and the answering verbs
 (`promptly.model.loading`) both call `apply_threads`.
 """
 

@@ -4,7 +4,7 @@
     direction: ${metric_direction:${optimized_metric}}    # minimize | maximize, for Optuna
     data_dir: ${sample_data:${paths.root_dir}/sample_data}  # that folder, or the corpus in the package
 
-Registered on import (promptly/utils/schemas.py imports this module, and every entry point imports that).
+Registered on import (promptly/verbs/schemas.py imports this module, and every entry point imports that).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import httpx
 import uvicorn
 from omegaconf import DictConfig
 
-from promptly.serving.command import build
+from promptly.verbs.serve import build
 
 
 class ServeThread:

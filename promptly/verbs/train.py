@@ -21,14 +21,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import promptly.utils.schemas  # noqa: F401  (registers the config schemas before Hydra composes)
-from promptly.hydra_entry import hydra_entry
+import promptly.verbs.schemas  # noqa: F401  (registers the config schemas before Hydra composes)
 from promptly.model.export import export_model
 from promptly.model.factory import ModelFactory
 from promptly.utils.hardware import apply_threads, choose_precision, detect_hardware
 from promptly.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from promptly.utils.redact import redacted_container
-from promptly.utils.task_wrapper import TaskOutput, save_config, task_wrapper
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput, save_config, task_wrapper
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from promptly.errors import InputNotFoundError
-from promptly.hydra_entry import hydra_entry
 from promptly.metrics_catalog import mode as metric_mode
 from promptly.utils.results import RunResult, find_results
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-import promptly.utils.schemas  # noqa: F401  (registers the config schemas before Hydra composes)
+import promptly.verbs.schemas  # noqa: F401  (registers the config schemas before Hydra composes)
 from promptly.errors import ConfigError, InputNotFoundError
-from promptly.hydra_entry import hydra_entry
 from promptly.publish.card import CardInputs, DataSnapshot, render_card
 from promptly.publish.config import CardConfig
 from promptly.publish.export import export_version
@@ -47,7 +46,8 @@ from promptly.publish.selection import (
 )
 from promptly.store.base import ChunkStore, ModelVersion
 from promptly.utils.redact import redacted_container
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from promptly.errors import ConfigError, InputNotFoundError
-from promptly.hydra_entry import hydra_entry
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 

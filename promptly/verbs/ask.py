@@ -23,13 +23,13 @@ from rich.markup import escape
 from promptly.answering import Answerer
 from promptly.errors import EmptyInputError
 from promptly.evidence import display
-from promptly.hydra_entry import hydra_entry
 from promptly.model.config import SamplingConfig
 from promptly.records import Answer
 from promptly.retrieval import Retriever
+from promptly.settings import EvidenceSettings
 from promptly.store.base import ChunkStore
-from promptly.utils.task_wrapper import TaskOutput
-from promptly.verb_config import EvidenceSettings
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 

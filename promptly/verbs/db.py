@@ -8,11 +8,11 @@ from rich.console import Console
 from rich.table import Table
 
 from promptly.errors import ConfigError
-from promptly.hydra_entry import hydra_entry
 from promptly.records import StoreStatus
 from promptly.store.base import ChunkStore
 from promptly.store.migrations import render_schema_sql
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> StoreStatus | str:

@@ -13,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from promptly.errors import PromptlyError
-from promptly.hydra_entry import hydra_entry
 from promptly.ingest.chunking import TokenChunker
 from promptly.ingest.documents import SourceConfig, discover, load_source
 from promptly.ingest.embedding import Embedder
@@ -21,7 +20,8 @@ from promptly.ingest.qa import QAReport, SplitConfig, load_qa_pairs
 from promptly.ingest.redaction import RedactionReport, Redactor
 from promptly.ingest.sync import DeletionGuard, SyncPlan, SyncReport, plan_sync, sync_documents
 from promptly.store.base import ChunkStore
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from promptly.errors import InputNotFoundError
-from promptly.hydra_entry import hydra_entry
 from promptly.launch.sweep import RECORD_FILE, KernelRecord, collect, load_record, save_record
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 
 def refresh(sweep_dir: Path, pull: bool) -> list[KernelRecord]:

@@ -8,6 +8,8 @@ import re
 import sys
 from dataclasses import dataclass
 
+from promptly.utils.overrides import quote
+
 
 @dataclass(frozen=True)
 class Verb:
@@ -20,26 +22,26 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {
-    "ingest": Verb("promptly.ingest.command", "chunk, embed and store a document source (incremental)"),
-    "db": Verb("promptly.store.command", "migrate | status | sql | stop: the store's schema and contents; stop "
+    "ingest": Verb("promptly.verbs.ingest", "chunk, embed and store a document source (incremental)"),
+    "db": Verb("promptly.verbs.db", "migrate | status | sql | stop: the store's schema and contents; stop "
                "the embedded server", ("migrate", "status", "sql", "stop")),
-    "train": Verb("promptly.train", "fine-tune a model on the store's QA pairs or chunks (Lightning + Hydra)"),
-    "eval": Verb("promptly.evaluation.command", "answer the test split with retrieval; BLEU, ROUGE, perplexity, "
+    "train": Verb("promptly.verbs.train", "fine-tune a model on the store's QA pairs or chunks (Lightning + Hydra)"),
+    "eval": Verb("promptly.verbs.eval", "answer the test split with retrieval; BLEU, ROUGE, perplexity, "
                  "RAG metrics; report.md + plots"),
-    "runs": Verb("promptly.runs", "list the runs of a folder or multirun with overrides and final metrics"),
-    "qa": Verb("promptly.qa.command", "generate | export: synthetic QA pairs from chunks; disliked conversations",
+    "runs": Verb("promptly.verbs.runs", "list the runs of a folder or multirun with overrides and final metrics"),
+    "qa": Verb("promptly.verbs.qa", "generate | export: synthetic QA pairs from chunks; disliked conversations",
                ("generate", "export")),
-    "publish": Verb("promptly.publish.command", "push | list | promote | rollback: versioned models, local or Hub",
+    "publish": Verb("promptly.verbs.publish", "push | list | promote | rollback: versioned models, local or Hub",
                     ("push", "list", "promote", "rollback")),
-    "ask": Verb("promptly.ask", "answer one question with retrieved context and numbered citations",
+    "ask": Verb("promptly.verbs.ask", "answer one question with retrieved context and numbered citations",
                 positional="question"),
-    "bias": Verb("promptly.bias.command", "report | calibrate: counterfactual probes graded on a fairness "
+    "bias": Verb("promptly.verbs.bias", "report | calibrate: counterfactual probes graded on a fairness "
                  "rubric by a judge measured first on BBQ pairs; data balance; bias_report.md + plots",
                  ("report", "calibrate")),
-    "serve": Verb("promptly.serving.command",
+    "serve": Verb("promptly.verbs.serve",
                   "the OpenAI-compatible RAG API: citations, streaming, uploads, /metrics"),
-    "ui": Verb("promptly.serving.ui_command", "the Streamlit chat (sources, feedback), upload and evaluation pages"),
-    "launch": Verb("promptly.launch.command", "status | pull: the Kaggle kernels of a sweep launched with "
+    "ui": Verb("promptly.verbs.ui", "the Streamlit chat (sources, feedback), upload and evaluation pages"),
+    "launch": Verb("promptly.verbs.launch", "status | pull: the Kaggle kernels of a sweep launched with "
                    "hydra/launcher=kaggle", ("status", "pull")),
 }
 
@@ -75,15 +77,6 @@ def _is_override(arg: str) -> bool:
         return True
     key, sep, _ = arg.partition("=")
     return bool(sep) and bool(re.fullmatch(r"\+{0,2}[\w./@-]+", key))
-
-
-def quote(text: str) -> str:
-    """Free text as one quoted Hydra override value, kept as typed: quotes and the backslashes before
-    them are escaped (Hydra's rule), and `${` is escaped so OmegaConf never interpolates it."""
-    text = text.replace("${", "\\${")
-    text = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", text)
-    text = re.sub(r"(\\+)$", lambda m: m[1] * 2, text)
-    return f"'{text}'"
 
 
 def exit_cleanly_on_termination() -> None:

@@ -15,8 +15,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from promptly.errors import ConfigError
-from promptly.hydra_entry import hydra_entry
-from promptly.ingest.command import prepare_store
 from promptly.ingest.splits import SplitConfig
 from promptly.qa.config import GenerationConfig, QASettings
 from promptly.qa.conversations import export_disliked
@@ -24,7 +22,9 @@ from promptly.qa.generate import GenerationReport, generate_pairs
 from promptly.qa.generators import QAGenerator
 from promptly.qa.validation import REASONS
 from promptly.store.base import ChunkStore
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.ingest import prepare_store
+from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 ACTIONS = ("generate", "export")

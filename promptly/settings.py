@@ -1,8 +1,8 @@
-"""Typed schemas of the entry configs' own settings (eval, ask), registered with the others in
-promptly/utils/schemas.py, so `promptly eval splt=test` fails at composition naming the valid keys.
+"""Setting blocks that verbs and stages share: retrieval, evidence, the model choice, the groups an
+answering verb composes.
 
-The config groups each entry composes (store, model, data, ...) have schemas of their own; here they
-are typed `Any` and left to them.
+Libraries (answering, evidence, serving, bias) read these dataclasses, and the verbs' schemas
+(promptly/verbs/schemas.py) embed them, so they live below both: a stage package never imports a verb.
 """
 
 from __future__ import annotations
@@ -13,20 +13,6 @@ from typing import Any
 
 from promptly.data.config import RetrievalMode
 from promptly.errors import ConfigError
-from promptly.evaluation.config import MetricConfig
-
-
-class SplitName(StrEnum):
-    train = "train"
-    validation = "validation"
-    test = "test"
-
-
-class OutputFormat(StrEnum):
-    text = "text"
-    """The answer, numbered citations and the time taken, for people."""
-    json = "json"
-    """One JSON object on one line (logs go to stderr), for scripts."""
 
 
 class AnswerStyle(StrEnum):
@@ -98,59 +84,3 @@ class VerbGroups:
     """Seeds sampling and anything random."""
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     """Supporting sentences, markers, answer style and abstention."""
-
-
-@dataclass
-class EvalConfig(VerbGroups, ModelChoice):
-    """`promptly eval`: answer a split's questions with retrieval and score them."""
-
-    task_name: str = "eval"
-    split: SplitName = SplitName.test
-    """The split to answer (fixed per document at ingest)."""
-    limit: int | None = None
-    """At most this many questions."""
-    compare: list[str] = field(default_factory=list)
-    """Eval run folders (or report.json files) to put side by side instead of evaluating."""
-    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
-    metrics: MetricConfig = field(default_factory=MetricConfig)
-    """Metric settings (see docs/metrics.md)."""
-
-
-@dataclass
-class AskConfig(VerbGroups, ModelChoice):
-    """`promptly ask "QUESTION"`: one answer with retrieved context and numbered citations."""
-
-    task_name: str = "ask"
-    question: str = ""
-    """The question (the CLI's first positional argument)."""
-    format: OutputFormat = OutputFormat.text
-    """text or json."""
-    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
-    filter: dict[str, Any] | None = None
-    """Chunk metadata the sources must match, e.g. {document_id: driftsync/install.md}."""
-
-
-class SortMode(StrEnum):
-    auto = "auto"
-    """The metric's declared direction (promptly/metrics_catalog.py)."""
-    min = "min"
-    max = "max"
-
-
-@dataclass
-class RunsConfig:
-    """`promptly runs`: the runs of a folder (or one multirun) with their overrides and final metrics."""
-
-    paths: Any = None
-    task_name: str = "runs"
-    dir: str = "logs/train"
-    """A folder of runs, a multirun folder, or one run."""
-    sort_by: str | None = None
-    """A metric name (e.g. val/loss); null: the runs' optimized_metric."""
-    mode: SortMode = SortMode.auto
-    """min, max, or auto."""
-    metrics: list[str] = field(default_factory=lambda: ["val/loss", "val/ppl", "val/sample_exact_match",
-                                                        "train/loss"])
-    """Metric columns (metrics no run has are left out)."""
-    limit: int | None = None
-    """Show at most this many rows."""

@@ -28,14 +28,14 @@ from promptly.answering import Answerer
 from promptly.errors import EmptyInputError
 from promptly.evaluation.config import MetricConfig
 from promptly.evidence import strip_markers
-from promptly.hydra_entry import hydra_entry
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import adopt_run_data, load_model
 from promptly.records import Answer, QAPair
 from promptly.retrieval import Retriever
+from promptly.settings import EvidenceSettings
 from promptly.store.base import ChunkStore
-from promptly.utils.task_wrapper import TaskOutput
-from promptly.verb_config import EvidenceSettings
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 EVALUATIONS_FILE = "evaluations.jsonl"

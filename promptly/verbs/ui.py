@@ -14,10 +14,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from promptly.errors import PromptlyError
-from promptly.hydra_entry import hydra_entry
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
-APP = Path(__file__).with_name("ui.py")
+APP = Path(__file__).resolve().parents[1] / "serving" / "ui.py"
 ENV_PREFIX = "PROMPTLY_UI_"
 """The app reads its settings from PROMPTLY_UI_API_URL, ..._K, ..._TIMEOUT_S, ..._API_KEY_ENV."""
 

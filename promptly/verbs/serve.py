@@ -15,9 +15,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from promptly.errors import ConfigError, PromptlyError
-from promptly.hydra_entry import hydra_entry
 from promptly.serving.config import ServeSettings, resolved_copy
-from promptly.utils.task_wrapper import TaskOutput
+from promptly.verbs.entry import hydra_entry
+from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
-import promptly.utils.schemas  # noqa: F401  (registers the config schemas before any verb composes)
+import promptly.verbs.schemas  # noqa: F401  (registers the config schemas before any verb composes)
 from promptly.errors import InputNotFoundError, PromptlyError
 from promptly.utils.redact import redact_text
-from promptly.utils.task_wrapper import Task, task_wrapper
+from promptly.verbs.task_wrapper import Task, task_wrapper
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_ROOT = PACKAGE_ROOT.parent
 
 

@@ -1,0 +1,122 @@
+"""The verbs' own entry-config schemas (eval, ask, runs) and the registration of every structured-config
+schema in Hydra's ConfigStore (imported by every entry point), so `promptly eval splt=test` fails at
+composition naming the valid keys.
+
+Group files name their schema first in their defaults list (`- base_data`), the pattern of Hydra's
+"static schema with many configs" tutorial, so `data.batch_szie=4` fails listing the valid keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from promptly.bias.config import BiasConfig
+from promptly.data.config import DataConfig
+from promptly.evaluation.config import MetricConfig
+from promptly.ingest.config import EmbedderConfig, IngestConfig
+from promptly.launch import config as launch_config  # noqa: F401  (registers hydra/launcher=kaggle's and launch's)
+from promptly.model.config import ModelConfig, PeftConfig, SamplingConfig
+from promptly.publish.config import PublishConfig
+from promptly.qa.config import QAConfig
+from promptly.serving.config import ServeConfig, UiConfig
+from promptly.settings import ModelChoice, RetrievalSettings, VerbGroups
+from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
+from promptly.utils import resolvers  # noqa: F401  (registers ${metric_mode:...} and ${metric_direction:...})
+
+
+class SplitName(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    """The answer, numbered citations and the time taken, for people."""
+    json = "json"
+    """One JSON object on one line (logs go to stderr), for scripts."""
+
+
+@dataclass
+class EvalConfig(VerbGroups, ModelChoice):
+    """`promptly eval`: answer a split's questions with retrieval and score them."""
+
+    task_name: str = "eval"
+    split: SplitName = SplitName.test
+    """The split to answer (fixed per document at ingest)."""
+    limit: int | None = None
+    """At most this many questions."""
+    compare: list[str] = field(default_factory=list)
+    """Eval run folders (or report.json files) to put side by side instead of evaluating."""
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+    """Metric settings (see docs/metrics.md)."""
+
+
+@dataclass
+class AskConfig(VerbGroups, ModelChoice):
+    """`promptly ask "QUESTION"`: one answer with retrieved context and numbered citations."""
+
+    task_name: str = "ask"
+    question: str = ""
+    """The question (the CLI's first positional argument)."""
+    format: OutputFormat = OutputFormat.text
+    """text or json."""
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    filter: dict[str, Any] | None = None
+    """Chunk metadata the sources must match, e.g. {document_id: driftsync/install.md}."""
+
+
+class SortMode(StrEnum):
+    auto = "auto"
+    """The metric's declared direction (promptly/metrics_catalog.py)."""
+    min = "min"
+    max = "max"
+
+
+@dataclass
+class RunsConfig:
+    """`promptly runs`: the runs of a folder (or one multirun) with their overrides and final metrics."""
+
+    paths: Any = None
+    task_name: str = "runs"
+    dir: str = "logs/train"
+    """A folder of runs, a multirun folder, or one run."""
+    sort_by: str | None = None
+    """A metric name (e.g. val/loss); null: the runs' optimized_metric."""
+    mode: SortMode = SortMode.auto
+    """min, max, or auto."""
+    metrics: list[str] = field(default_factory=lambda: ["val/loss", "val/ppl", "val/sample_exact_match",
+                                                        "train/loss"])
+    """Metric columns (metrics no run has are left out)."""
+    limit: int | None = None
+    """Show at most this many rows."""
+
+
+def register_schemas() -> None:
+    """Idempotent: storing a node again replaces it."""
+    cs = ConfigStore.instance()
+    cs.store(group="data", name="base_data", node=DataConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="model/peft", name="base_peft", node=PeftConfig)
+    cs.store(group="ingest", name="base_ingest", node=IngestConfig)
+    cs.store(group="embedder", name="base_embedder", node=EmbedderConfig)
+    cs.store(group="store", name="base_embedded_store", node=EmbeddedStoreConfig)
+    cs.store(group="store", name="base_postgres_store", node=PostgresStoreConfig)
+    cs.store(group="store", name="base_supabase_store", node=SupabaseStoreConfig)
+    cs.store(group="generation", name="base_generation", node=SamplingConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="ask_schema", node=AskConfig)
+    cs.store(name="bias_schema", node=BiasConfig)
+    cs.store(name="runs_schema", node=RunsConfig)
+    cs.store(name="qa_schema", node=QAConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="ui_schema", node=UiConfig)
+    cs.store(group="publish", name="base_publish", node=PublishConfig)
+
+
+register_schemas()
