@@ -81,10 +81,10 @@ def _render_default(value: Any) -> str:
         text = json.dumps(value)
         if len(text) > 48:
             text = text[:44] + '…"'
-        return f"`{text}`".replace("|", "\\|")
+        return f"`{text}`"
     if isinstance(value, bool) or value is None:
         return f"`{str(value).lower() if value is not None else 'null'}`"
-    return f"`{value!r}`".replace("|", "\\|")
+    return f"`{value!r}`"
 
 
 def _default(f: dataclasses.Field[Any]) -> str:
@@ -104,7 +104,7 @@ def _type_text(f: dataclasses.Field[Any], resolved: Any) -> str:
     inner = _unwrap_optional(resolved)
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
         out += ": " + ", ".join(f"`{m.value}`" for m in inner)
-    return out.replace("|", "\\|")
+    return out  # a pipe inside a code span does not split a Python-Markdown table cell
 
 
 def rows(schema: type, prefix: str = "") -> Iterator[Row]:
