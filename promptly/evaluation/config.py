@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from promptly.errors import ConfigError
 
@@ -34,3 +35,25 @@ class MetricConfig:
             raise ConfigError("recall_ks must be positive integers")
         if self.judge_questions < 1:
             raise ConfigError("judge_questions must be at least 1")
+
+
+class QuestionSubset(StrEnum):
+    """Which questions of a question file are answered."""
+
+    all = "all"
+    """Every question."""
+    held_out = "held_out"
+    """The questions marked `held_out` (the default for a question without the key): what a report shows."""
+    tuning = "tuning"
+    """The others: free for tuning choices (an abstention threshold), never for the reported figures."""
+
+
+@dataclass
+class QuestionFileConfig:
+    """`questions`: evaluate on a question file the user wrote (questions and expected facts, no reference
+    prose) instead of a split's QA pairs (format: promptly/evaluation/question_file.py)."""
+
+    path: str | None = None
+    """A JSONL file of {id, question, facts, page, held_out, answerable}; null: answer the split."""
+    subset: QuestionSubset = QuestionSubset.all
+    """all, held_out or tuning."""
