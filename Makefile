@@ -57,5 +57,23 @@ bench-retrieval: $(STAMP)
 	nice $(BIN)/python benchmarks/retrieval_quality.py
 	nice $(BIN)/python benchmarks/retrieval_latency.py
 
+## Bring your own docs: ingest DOCS, generate QA pairs with the packaged model, evaluate base / extractive /
+## tuned on your QUESTIONS file (scripts/byod.sh; state and reports under BYOD_HOME).
+.PHONY: byod bench-byod
+BYOD_HOME ?= .promptly-byod
+byod: $(STAMP)
+	@test -n "$(DOCS)" -a -n "$(QUESTIONS)" || { echo "usage: make byod DOCS=<folder> QUESTIONS=<file.jsonl>"; exit 1; }
+	PROMPTLY=$(BIN)/promptly nice scripts/byod.sh "$(DOCS)" "$(QUESTIONS)" "$(BYOD_HOME)"
+
+## byod measured on pip's documentation (Debian python3-pip) with benchmarks/data/pip_docs_questions.jsonl.
+bench-byod: $(STAMP)
+	@test -d /usr/share/doc/python3-pip/html || { command -v apt-get >/dev/null && \
+		$$(test "$$(id -u)" = 0 || echo sudo) apt-get install -y python3-pip; } || \
+		{ echo "install the python3-pip package (its docs under /usr/share/doc/python3-pip/html) first"; exit 1; }
+	$(BIN)/python benchmarks/byod_prepare.py --pages benchmarks/data/pip_docs_pages.txt \
+		--source /usr/share/doc/python3-pip/html --out $(BYOD_HOME)/pip_docs
+	PROMPTLY=$(BIN)/promptly nice scripts/byod.sh $(BYOD_HOME)/pip_docs benchmarks/data/pip_docs_questions.jsonl \
+		$(BYOD_HOME)
+
 clean:
 	rm -rf $(VENV) .promptly logs .pytest_cache .mypy_cache .ruff_cache
