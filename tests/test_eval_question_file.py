@@ -20,6 +20,7 @@ from promptly.settings import AnswerStyle, EvidenceSettings
 from promptly.store.postgres import PostgresStore
 
 from .conftest import REPO_ROOT, compose, resolved
+from .test_train_common import location, tiny_state, train_config  # noqa: F401  (tiny_state: a fixture)
 
 DATA = REPO_ROOT / "benchmarks" / "data"
 
@@ -112,3 +113,29 @@ def test_scores_of_real_answers_and_the_report(tmp_path: Path, answerer: Answere
     assert json.loads(json_path.read_text())["overall"] == result.overall
     markdown = md_path.read_text()
     assert "| key_fact_recall | 0.7500 |" in markdown and "**Missing:** zanzibar" in markdown
+
+
+def test_eval_verb_answers_a_question_file(tmp_path: Path, tiny_state: Path, ingested_url: str) -> None:  # noqa: F811
+    from promptly.verbs.eval import run as run_eval
+
+    path = write(tmp_path / "q.jsonl",
+                 {"id": "pass", "question": "How many passphrases can a single driftsync repository hold?",
+                  "facts": ["16"], "page": "driftsync/cli-reference.md", "held_out": True},
+                 {"id": "tune", "question": "Which cipher does driftsync use?", "facts": ["AES"],
+                  "held_out": False},
+                 {"id": "none", "question": "How many people attended the first cronkite user conference?",
+                  "facts": [], "answerable": False})
+    out = tmp_path / "eval-run"
+    overrides = [*location(tmp_path, tiny_state, ingested_url, out), "logger=csv", "model=tiny",
+                 "model.tiny.num_hidden_layers=2", "data.max_length=320", "data.retrieval.k=2",
+                 "evidence.answer_style=extractive", f"questions.path={path}", "questions.subset=held_out"]
+    report = run_eval(train_config(overrides, out, config_name="eval"))
+    saved = json.loads((out / "report.json").read_text())
+    assert [r["id"] for r in saved["per_example"]] == ["pass", "none"]  # the tuning question left out
+    assert saved["overall"] == report["overall"] and saved["overall"]["key_fact_recall"] == 1.0
+    assert saved["overall"]["abstention_rate"] == 1.0 and saved["settings"]["answer_style"] == "extractive"
+    logged = [p.read_text() for p in out.rglob("metrics.csv")]
+    assert logged and "eval/key_fact_recall" in logged[0]
+    assert "key_fact_recall" in (out / "report.md").read_text()
+    with pytest.raises(Exception, match="questions"):
+        train_config([*overrides, "questions.pth=x"], out, config_name="eval")

@@ -118,7 +118,8 @@ class QuestionFileResult:
 
     overall: dict[str, float]
     per_example: list[dict[str, Any]]
-    """One row a question: id, question, page, facts, prediction, scores, details (missing facts, evidence)."""
+    """One row a question: id, question, page, facts, prediction, reference (the facts joined), scores, details
+    (missing facts, evidence, pages shown)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"overall": self.overall, "per_example": self.per_example}
@@ -135,6 +136,7 @@ def score_question_file(questions: Sequence[FileQuestion], answers: Sequence[Ans
         rows.append({
             "id": q.id, "question": q.question, "page": q.page, "facts": list(q.facts), "held_out": q.held_out,
             "answerable": q.answerable, "prediction": a.text, "scores": s.as_dict(),
+            "reference": "; ".join(q.facts) or "(unanswerable)",  # what loggers' tables show beside the answer
             "details": {"missing_facts": missing if not s.abstained else list(q.facts),
                         "evidence": [{"sentence": e.sentence, "document_id": e.document_id} for e in a.evidence],
                         "shown_pages": sorted({c.document_id for c in a.citations})},

@@ -61,6 +61,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         return {"compare": list(cfg.compare)}
     cfg = adopt_run_data(cfg)
     torch.manual_seed(int(cfg.seed))
+    if cfg.get("questions") and cfg.questions.get("path"):
+        return run_question_file(cfg, console, out_dir)
     sampling = SamplingConfig(**_plain(cfg.generation))
     metric_cfg = MetricConfig(**_plain(cfg.metrics))
     # recall@k of more chunks than were retrieved would only repeat recall@retrieval.k under another name.
@@ -112,6 +114,38 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     log_to_loggers(cfg, result.overall, result.per_example)
     console.print(f"report: {files.markdown}")
     return result.to_dict()
+
+
+def run_question_file(cfg: DictConfig, console: Console, out_dir: Path) -> dict[str, Any]:
+    """Answer a user's question file (`questions.path`: questions and expected facts) through the same answer
+    path, and score key facts, citations and abstention (promptly/evaluation/question_file.py). Not recorded in
+    a training run's evaluations.jsonl: publishing judges a version by its split's report."""
+    from promptly.evaluation.question_file import evaluate_question_file, load_question_file, write_question_report
+
+    questions = load_question_file(str(cfg.questions.path), str(cfg.questions.subset))
+    loaded = load_model(cfg)
+    embedder = instantiate(cfg.embedder)
+    store: ChunkStore = instantiate(cfg.store)
+    try:
+        retriever = Retriever(store, embedder, k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
+        answerer = Answerer(loaded, retriever, SamplingConfig(**_plain(cfg.generation)),
+                            EvidenceSettings(**_plain(cfg.evidence)))
+        started = time.perf_counter()
+        result = evaluate_question_file(answerer, questions)
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    settings = {"name": loaded.name, "model": loaded.origin, "checkpoint": loaded.checkpoint or "(base model)",
+                "questions": str(cfg.questions.path), "subset": str(cfg.questions.subset),
+                "examples": len(questions), "retrieval": f"{cfg.retrieval.mode}, k={cfg.retrieval.k}",
+                "generation": str(_plain(cfg.generation)), "answers_per_second": round(len(questions) / seconds, 3),
+                "answer_style": str(cfg.evidence.answer_style), "abstain_below": float(cfg.evidence.abstain_below)}
+    _, md_path = write_question_report(result, out_dir, settings)
+    log_to_loggers(cfg, result.overall, result.per_example)
+    for key, value in result.overall.items():
+        console.print(f"{key:>22}  {value:.4f}")
+    console.print(f"report: {md_path}")
+    return {"settings": settings, **result.to_dict()}
 
 
 def add_evidence_scores(result: Any, answers: list[Answer], pairs: list[QAPair]) -> None:

@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 
 from promptly.bias.config import BiasConfig
 from promptly.data.config import DataConfig
-from promptly.evaluation.config import MetricConfig
+from promptly.evaluation.config import MetricConfig, QuestionFileConfig
 from promptly.ingest.config import EmbedderConfig, IngestConfig
 from promptly.launch import config as launch_config  # noqa: F401  (registers hydra/launcher=kaggle's and launch's)
 from promptly.model.config import ModelConfig, PeftConfig, SamplingConfig
@@ -55,6 +55,8 @@ class EvalConfig(VerbGroups, ModelChoice):
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     metrics: MetricConfig = field(default_factory=MetricConfig)
     """Metric settings (see docs/metrics.md)."""
+    questions: QuestionFileConfig = field(default_factory=QuestionFileConfig)
+    """A question file of your own (questions and expected facts) to answer instead of the split."""
 
 
 @dataclass
