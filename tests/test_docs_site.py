@@ -9,13 +9,17 @@ import html
 import importlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from .conftest import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -91,18 +95,17 @@ def test_strict_build_fails_on_a_broken_link_and_a_page_missing_from_the_nav(tmp
     assert "orphan.md" in out and "no-such-section" in out and "gone.md" in out
 
 
-def cli_verbs() -> list[str]:
-    """The verbs of the `promptly` command, from the module pyproject.toml's script entry point names."""
+def cli() -> Any:
+    """The module behind the `promptly` command (pyproject.toml's script entry point): its VERBS are the verbs."""
     script = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["promptly"]
-    module = importlib.import_module(script.split(":")[0])
-    return list(module.VERBS)
+    return importlib.import_module(script.split(":")[0])
 
 
 def test_readme_is_a_short_guide_whose_verb_table_has_every_verb() -> None:
     text = README.read_text()
     assert len(text.encode()) <= 16 * 1024, f"README.md is {len(text.encode())} bytes: move reference to docs/"
     table = {m[1] for m in re.finditer(r"^\| `promptly (\w+)` \|", text, re.MULTILINE)}
-    verbs = cli_verbs()
+    verbs = list(cli().VERBS)
     assert len(verbs) >= 12
     assert sorted(set(verbs) - table) == [], "README's verb table misses these verbs"
     for link in re.findall(r"\]\((docs/[^)#]+)", text):
@@ -116,3 +119,30 @@ def test_ci_runs_the_readme_test_command() -> None:
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     assert command[1] in steps
+
+
+def readme_commands() -> list[list[str]]:
+    """The `promptly ...` lines of the README's bash blocks, as argument lists (comments dropped; `~/` expanded
+    after `=` as bash does; `A && B` is two commands)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            for part in line.split("  #")[0].split("&&"):
+                args = shlex.split(part.replace("=~/", "=/home/you/"))
+                if args[:1] == ["promptly"]:
+                    commands.append(args[1:])
+    return commands
+
+
+def test_every_readme_command_is_a_verb_whose_config_composes() -> None:
+    verbs = cli().VERBS
+    commands = readme_commands()
+    assert len(commands) >= 5
+    for verb_name, *rest in commands:
+        verb = verbs[verb_name]
+        if verb.positional and rest and "=" not in rest[0]:
+            rest = [f"{verb.positional}=x", *rest[1:]]
+        if verb.actions and rest and rest[0] in verb.actions:
+            rest = [f"action={rest[0]}", *rest[1:]]
+        assert all("=" in a for a in rest), rest
+        compose(verb_name, rest)
