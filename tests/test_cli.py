@@ -50,9 +50,27 @@ def test_db_sql_prints_the_schema_for_the_configured_dimension(tmp_path: Path) -
 def test_wrong_store_option_lists_the_valid_ones(tmp_path: Path) -> None:
     result = run_cli("db", "status", "store=mysql", cwd=tmp_path)
     assert result.returncode != 0
-    assert "Could not find 'store/mysql'" in result.stderr
+    assert "unknown option store=mysql" in result.stderr
     for option in ("embedded", "postgres", "supabase"):
         assert option in result.stderr
+    assert "base_postgres_store" not in result.stderr and "search path" not in result.stderr  # no schema noise
+
+
+@pytest.mark.parametrize(("override", "suggestion"), [
+    ("retrieval.kk=3", "did you mean retrieval.k?"),
+    ("data.batch_szie=4", "did you mean data.batch_size"),
+    ("ask_format=json", "did you mean format?"),
+    ("store=postgress", "did you mean store=postgres?"),
+])
+def test_a_mistyped_key_or_option_names_the_nearest_valid_one(override: str, suggestion: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ask", "Which port?", override])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert suggestion in err and "+" + override not in err  # Hydra's "use +key=..." would make the typo stick
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert os.environ.get("HYDRA_FULL_ERROR") is None  # the CLI's own switch does not leak to later commands
 
 
 def test_bad_database_url_names_the_setting_not_the_password() -> None:

@@ -6,6 +6,7 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from promptly.utils.overrides import quote
@@ -131,7 +132,37 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_libraries(verbose or os.environ.get(LOG_LEVEL_ENV, "").upper() in ("INFO", "DEBUG"))
     entry = importlib.import_module(verb.module)
-    entry.main()
+    run_entry(entry.main)
+
+
+def run_entry(entry_main: Callable[[], object]) -> None:
+    """Run a verb's Hydra entry with its errors raised to here rather than printed by Hydra, so a config
+    mistake is one line naming the nearest valid keys (promptly/verbs/config_errors.py) and a user error
+    one red line. HYDRA_FULL_ERROR=1 set by the user keeps every traceback, as in Hydra."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from promptly.errors import PromptlyError
+    from promptly.utils.redact import redact_text
+    from promptly.verbs.config_errors import explain
+    from promptly.verbs.entry import CLI_RAISES_ENV
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        entry_main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing (read when it catches)
+    os.environ[CLI_RAISES_ENV] = "1"
+    try:
+        entry_main()
+    except (PromptlyError, Exception) as err:
+        message = redact_text(str(err)) if isinstance(err, PromptlyError) else explain(err)
+        if message is None:
+            raise
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+        raise SystemExit(1) from None
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        os.environ.pop(CLI_RAISES_ENV, None)
 
 
 if __name__ == "__main__":

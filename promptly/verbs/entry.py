@@ -24,6 +24,10 @@ from promptly.utils.redact import redact_text
 from promptly.verbs.task_wrapper import Task, task_wrapper
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+CLI_RAISES_ENV = "PROMPTLY_CLI_RAISES"
+"""Set by `promptly` (verbs/cli.py) while it runs an entry with HYDRA_FULL_ERROR=1 only to explain config
+errors itself: a user error inside the task is still printed here as one line, never re-raised (Hydra
+would print the job's overrides, secrets included)."""
 PROJECT_ROOT = PACKAGE_ROOT.parent
 
 
@@ -49,7 +53,8 @@ def report_user_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
         try:
             return fn(cfg)
         except PromptlyError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or _is_multirun():
+            user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(CLI_RAISES_ENV)
+            if user_wants_traceback or _is_multirun():
                 raise  # in a multirun the launcher records the failed job and the others go on
             Console(stderr=True).print(f"[bold red]error:[/] {escape(redact_text(str(err)))}")
             raise SystemExit(1) from None
