@@ -108,8 +108,17 @@ def test_readme_is_a_short_guide_whose_verb_table_has_every_verb() -> None:
     verbs = list(cli().VERBS)
     assert len(verbs) >= 12
     assert sorted(set(verbs) - table) == [], "README's verb table misses these verbs"
-    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+    for link, anchor in re.findall(r"\]\((docs/[^)#]+)(?:#([^)]+))?\)", text):
         assert (ROOT / link).exists(), f"README links to a missing {link}"
+        if anchor:
+            assert anchor in github_anchors((ROOT / link).read_text()), f"README links to a missing {link}#{anchor}"
+    assert "verified-live-and-not" in github_anchors(text)
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a file's headings (lowercased, punctuation dropped, spaces as hyphens)."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.DOTALL), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
 def test_ci_runs_the_readme_test_command() -> None:
