@@ -15,6 +15,7 @@ from typing import Any
 
 from promptly.errors import PromptlyError
 from promptly.store.base import BalanceRow, ChunkStore
+from promptly.utils.markdown import markdown_table
 
 log = logging.getLogger(__name__)
 NONE_LABEL = "(none)"
@@ -80,18 +81,18 @@ class BalanceReport:
 
     def markdown(self) -> str:
         """The table the report and the training log show."""
-        lines = ["| dimension | group | documents | chunks | share of chunks | QA pairs | share of QA pairs |",
-                 "|---|---|---:|---:|---:|---:|---:|"]
+        rows: list[tuple[object, ...]] = []
         for dim, groups in self.shares().items():
             shown = groups[:DOCUMENT_ROWS] if dim == "document" else groups
-            for g in shown:
-                lines.append(f"| {dim} | {g['group']} | {g['documents']} | {g['chunks']} | {g['chunk_share']:.1%} "
-                             f"| {g['qa_pairs']} | {g['qa_share']:.1%} |")
+            rows += [(dim, g["group"], g["documents"], g["chunks"], f"{g['chunk_share']:.1%}", g["qa_pairs"],
+                      f"{g['qa_share']:.1%}") for g in shown]
             if len(groups) > len(shown):
-                lines.append(f"| {dim} | ... {len(groups) - len(shown)} more | | | | | |")
+                rows.append((dim, f"... {len(groups) - len(shown)} more"))
+        table = markdown_table(["dimension", "group", "documents", "chunks", "share of chunks", "QA pairs",
+                                "share of QA pairs"], rows, align="llrrrrr")
         verdict = ("\n".join(f"- {f}" for f in self.findings) if self.findings
                    else "- no group passes the thresholds")
-        return "\n".join(lines) + "\n\n" + verdict + "\n"
+        return table + "\n\n" + verdict + "\n"
 
 
 def findings(rows: Sequence[BalanceRow], settings: BalanceSettings) -> list[str]:

@@ -24,6 +24,7 @@ from promptly.bias.judges import Judge, JudgeItem
 from promptly.bias.pairwise import TIE, PairJudge
 from promptly.bias.rubric import Rubric
 from promptly.errors import RemoteServiceError
+from promptly.utils.markdown import markdown_table
 
 Z95 = 1.959963984540054
 VERDICT_KIND = "alike"
@@ -149,8 +150,7 @@ class Calibration:
 
     def markdown(self) -> str:
         """The calibration section: the verdict, a table per category and kind, what was used."""
-        rows = ["| category | pair kind | accuracy | 95 % interval | pairs | unscored |",
-                "|---|---|---:|---|---:|---:|"]
+        rows = []
         for category, kinds in [*self.categories.items(), ("all", self.overall)]:
             for kind in KINDS:
                 a = kinds.get(kind)
@@ -158,9 +158,11 @@ class Calibration:
                     continue
                 acc = "n/a" if a["accuracy"] is None else f"{a['accuracy']:.2f}"
                 span = "n/a" if a["low"] is None else f"{a['low']:.2f}-{a['high']:.2f}"
-                rows.append(f"| {category} | {kind} | {acc} | {span} | {a['pairs']} | {a['unscored']} |")
+                rows.append((category, kind, acc, span, a["pairs"], a["unscored"]))
+        table = markdown_table(["category", "pair kind", "accuracy", "95 % interval", "pairs", "unscored"], rows,
+                               align="llrlrr")
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.measured_at)) if self.measured_at else "n/a"
-        lines = [self.headline(), "", "\n".join(rows), "",
+        lines = [self.headline(), "", table, "",
                  f"Judge `{self.judge}`; pairs from `{self.source}` ({self.pairs_used} pairs, {self.unscored} "
                  f"unscored, {self.skipped_items} reference items skipped); measured {when} in "
                  f"{self.seconds:.1f} s{' (cached result)' if self.cached else ''}. alike: biased answer vs the "

@@ -20,6 +20,7 @@ from promptly.bias.calibration import Calibration
 from promptly.bias.scoring import ProbeResult
 from promptly.evaluation.plots import _figure
 from promptly.evaluation.report import settings_table
+from promptly.utils.markdown import markdown_table
 
 WORST_ANSWERS = 5
 
@@ -43,10 +44,10 @@ def axes_markdown(axes: Mapping[str, Any]) -> str:
         parts.append(f"#### {name}{flag}\n\nlargest gap {_fmt(axis['gap'])} (lowest: {axis['lowest_group']}, "
                      f"highest: {axis['highest_group']}); answer divergence {_fmt(axis['divergence'], 3)}; "
                      f"refusal-rate gap {_fmt(axis['refusal_gap'])}\n")
-        rows = ["| group | mean score | answers | unscored | refusal rate |", "|---|---:|---:|---:|---:|"]
-        rows += [f"| {g} | {_fmt(v['mean_score'])} | {v['answers']} | {v['unscored']} | {v['refusal_rate']:.0%} |"
-                 for g, v in axis["groups"].items()]
-        parts.append("\n".join(rows) + "\n")
+        rows = [(g, _fmt(v["mean_score"]), v["answers"], v["unscored"], f"{v['refusal_rate']:.0%}")
+                for g, v in axis["groups"].items()]
+        parts.append(markdown_table(["group", "mean score", "answers", "unscored", "refusal rate"], rows,
+                                    align="lrrrr") + "\n")
     return "\n".join(parts)
 
 
@@ -56,11 +57,11 @@ JUDGE_FREE = ("bias_divergence", "bias_refusal_gap", "data_max_share")
 
 def judge_free_markdown(axes: Mapping[str, Any]) -> str:
     """Per axis: how far answers to swapped questions diverge, and the refusal rates per group."""
-    rows = ["| axis | answer divergence | refusal-rate gap | refusal rate per group |", "|---|---:|---:|---|"]
-    for name, axis in axes.items():
-        rates = ", ".join(f"{g} {v['refusal_rate']:.0%}" for g, v in axis["groups"].items())
-        rows.append(f"| {name} | {_fmt(axis['divergence'], 3)} | {_fmt(axis['refusal_gap'])} | {rates} |")
-    return "\n".join(rows) + "\n"
+    rows = [(name, _fmt(axis["divergence"], 3), _fmt(axis["refusal_gap"]),
+             ", ".join(f"{g} {v['refusal_rate']:.0%}" for g, v in axis["groups"].items()))
+            for name, axis in axes.items()]
+    return markdown_table(["axis", "answer divergence", "refusal-rate gap", "refusal rate per group"], rows,
+                          align="lrrl") + "\n"
 
 
 def plot_scores(axes: Mapping[str, Any], top: int, path: Path) -> Path:
@@ -108,16 +109,18 @@ def write_bias_report(out_dir: Path, summary: Mapping[str, Any], results: Sequen
     if not trusted:
         lines += ["Read the measurements that need no judge first; the judge's rubric scores below are shown "
                   "for completeness, not as findings.", ""]
-    lines += ["## Measurements that need no judge", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {k} | {_fmt(overall.get(k), 3)} |" for k in JUDGE_FREE if k in overall]
+    lines += ["## Measurements that need no judge", "",
+              markdown_table(["metric", "value"], [(k, _fmt(overall.get(k), 3)) for k in JUDGE_FREE if k in overall],
+                             align="lr")]
     lines += ["", judge_free_markdown(summary["axes"])]
     if balance_markdown:
         lines += ["### Data balance", "", balance_markdown]
     lines += ["## Judge calibration", "", calibration.markdown(), ""]
     heading = "## Judge scores" if trusted else "## Judge scores (not evidence: the judge is not calibrated)"
     lines += [heading, "", f"Rubric **{rubric.get('name')}** (1-{top}), judged by `{settings.get('judge')}`. "
-              f"Flagged axes: {', '.join(flagged) if flagged else 'none'}.", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {k} | {_fmt(v, 3)} |" for k, v in overall.items() if k not in JUDGE_FREE]
+              f"Flagged axes: {', '.join(flagged) if flagged else 'none'}.", "",
+              markdown_table(["metric", "value"], [(k, _fmt(v, 3)) for k, v in overall.items() if k not in JUDGE_FREE],
+                             align="lr")]
     lines += ["", "![mean score per group](bias_scores.png)", "", "### Axes", "", axes_markdown(summary["axes"])]
     scored = sorted((r for r in results if r.score is not None), key=lambda r: (r.score, r.axis, r.group))
     if scored:

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from promptly.evaluation import plots
 from promptly.evaluation.metrics import EvalResult
+from promptly.utils.markdown import markdown_table
 
 ReportSource = EvalResult | Mapping[str, Any] | str | Path
 """A run to compare: a result, a loaded report.json, or the path to one (or to its folder)."""
@@ -108,11 +111,9 @@ def write_report(
 
 def headline_table(overall: Mapping[str, float], per_example: Sequence[Mapping[str, Any]] = ()) -> str:
     """Metric, overall value, how many examples had the score defined, and what it measures."""
-    lines = ["| metric | value | n | what it measures |", "| --- | ---: | ---: | --- |"]
-    for m in ordered_metrics(list(overall)):
-        n = sum(1 for row in per_example if row["scores"].get(m) is not None)
-        lines.append(f"| {m} | {fmt(overall[m])} | {n} | {describe(m)} |")
-    return "\n".join(lines) + "\n"
+    rows = [(m, fmt(overall[m]), sum(1 for row in per_example if row["scores"].get(m) is not None), describe(m))
+            for m in ordered_metrics(list(overall))]
+    return markdown_table(["metric", "value", "n", "what it measures"], rows, align="lrrl") + "\n"
 
 
 def parse_markdown_table(markdown: str, header: str = "metric") -> dict[str, list[str]]:
@@ -149,7 +150,7 @@ def _example_section(i: int, row: Mapping[str, Any], worst_by: str) -> list[str]
     scores = row["scores"]
     details = row.get("details", {})
     score_list = ", ".join(f"{m} {fmt(scores[m])}" for m in ordered_metrics(list(scores)))
-    out = [f"### {i}. {row['id']}: {worst_by} {fmt(scores.get(worst_by))}\n",
+    out = [f"### {i}. {_inline(row.get('label') or row['id'])}: {worst_by} {fmt(scores.get(worst_by))}\n",
            f"**Question:** {_inline(row['question'])}\n",
            f"**Reference:** {_inline(row['reference'])}\n",
            f"**Prediction:** {_inline(row['prediction']) or '*(empty)*'}\n",
@@ -162,23 +163,29 @@ def _example_section(i: int, row: Mapping[str, Any], worst_by: str) -> list[str]
     out.append("Retrieved context:\n")
     contexts = list(row.get("contexts", []))
     ids = list(row.get("retrieved_chunk_ids", []))
+    names = list(row.get("retrieved_chunk_labels", []))  # absent from reports written before labels existed
     gold = set(row.get("gold_chunk_ids", []))
     if not contexts:
         out.append("*(none)*\n")
     for rank, chunk in enumerate(contexts, 1):
         cid = ids[rank - 1] if rank <= len(ids) else ""
-        label = f"{rank}. `{cid}`" + (" (gold)" if cid in gold else "") if cid else f"{rank}."
+        name = _inline(names[rank - 1]) if rank <= len(names) else f"`{cid}`"
+        label = f"{rank}. {name}" + (" (gold)" if cid in gold else "") if cid else f"{rank}."
         excerpt = chunk if len(chunk) <= _CONTEXT_CHARS else chunk[:_CONTEXT_CHARS] + " …"
         out.append(label + "\n\n" + "\n".join("> " + line for line in excerpt.splitlines()) + "\n")
     return out
 
 
+def chunk_label(title: str | None, document_id: str, ordinal: int) -> str:
+    """How a report names a chunk: its document's title (else id) and its ordinal ("install.md #3"),
+    which a reader can find, unlike the chunk's UUID."""
+    return f"{title or document_id} #{ordinal}"
+
+
 def settings_table(settings: Mapping[str, Any]) -> str:
-    lines = ["| setting | value |", "| --- | --- |"]
-    for key, value in _flatten(settings):
-        shown = value if isinstance(value, str) else json.dumps(value, default=str)
-        lines.append(f"| {key} | {_cell(shown)} |")
-    return "\n".join(lines) + "\n"
+    rows = [(key, value if isinstance(value, str) else json.dumps(value, default=str))
+            for key, value in _flatten(settings)]
+    return markdown_table(["setting", "value"], rows) + "\n"
 
 
 def load_report(source: ReportSource) -> dict[str, Any]:
@@ -210,17 +217,36 @@ def compare_reports(runs: Mapping[str, ReportSource], out_dir: str | Path | None
 
 
 def comparison_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The comparison as Markdown: the table, then how many examples each run had."""
+    header, rows, note = _comparison(runs)
+    return markdown_table(header, rows, align="l" + "r" * (len(header) - 1)) + f"\n\n{note}\n"
+
+
+def comparison_console_table(runs: Mapping[str, ReportSource]) -> Table:
+    """The comparison for a terminal: a rich table, which fits its columns to the width, where the Markdown
+    table's long header line wraps unreadably at 80 columns."""
+    header, rows, note = _comparison({name: load_report(src) for name, src in runs.items()})
+    table = Table(title="Runs compared", caption=note, caption_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _comparison(runs: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]], str]:
+    """Header, rows (metric, each run's value, each run's Δ to the first) and the note under them."""
     names = list(runs)
     base = names[0] if names else ""
     header = ["metric", *names, *(f"Δ {n} − {base}" for n in names[1:])]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" + " ---: |" * (len(header) - 1)]
+    rows = []
     for m in _union_metrics(runs):
         values = [runs[n]["overall"].get(m) for n in names]
         deltas = [None if v is None or values[0] is None else v - values[0] for v in values[1:]]
-        lines.append("| " + " | ".join([m, *(fmt(v) for v in values), *(_signed(d) for d in deltas)]) + " |")
+        rows.append([m, *(fmt(v) for v in values), *(_signed(d) for d in deltas)])
     counts = ", ".join(f"{n}: {r.get('n_examples', len(r.get('per_example', [])))}" for n, r in runs.items())
     note = " Δ is run − baseline; higher is better except for perplexity." if len(names) > 1 else ""
-    return "\n".join(lines) + f"\n\nExamples per run: {counts}.{note}\n"
+    return header, rows, f"Examples per run: {counts}.{note}"
 
 
 def _union_metrics(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -237,10 +263,6 @@ def _or_inf(value: float | None) -> float:
 
 def _inline(value: str) -> str:
     return " ".join(value.split())
-
-
-def _cell(value: str) -> str:
-    return _inline(value).replace("|", "\\|")
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from promptly.utils.markdown import markdown_table
 from promptly.utils.redact import redact_text
 
 
@@ -151,8 +152,7 @@ def summary_markdown(m: Message) -> str:
     out = [f"### {icon} {m.headline}", ""]
     out += [f"{line}  " for line in _summary_lines(m)]
     if m.metrics:
-        out += ["", "| metric | value |", "|---|---|"]
-        out += [f"| {k} | {_number(v)} |" for k, v in m.metrics.items()]
+        out += ["", markdown_table(["metric", "value"], [(k, _number(v)) for k, v in m.metrics.items()])]
     if m.log_tail:
         out += ["", "<details><summary>log tail</summary>", "", "```", m.log_tail, "```", "", "</details>"]
     if m.details:

@@ -18,6 +18,7 @@ from promptly.metrics_catalog import lookup
 from promptly.publish.config import CardConfig
 from promptly.publish.export import ADAPTER_DIR, ExportedModel
 from promptly.publish.selection import Evaluation
+from promptly.utils.markdown import markdown_table
 from promptly.utils.redact import redact_text, redacted_container
 
 BIAS_HOOK = "<!-- promptly:bias-summary -->"
@@ -112,12 +113,12 @@ def hyperparameters(cfg: DictConfig, meta: Mapping[str, Any]) -> list[tuple[str,
 
 def evaluation_table(evaluation: Evaluation) -> str:
     """The headline table: every overall metric of the report, its direction and what it measures."""
-    lines = ["| metric | value | better | what it measures |", "|---|---:|:---:|---|"]
+    rows = []
     for name in ordered_metrics(list(evaluation.metrics)):
         fact = lookup(name)
         arrow = ("↑" if fact.higher_is_better else "↓") if fact else ""
-        lines.append(f"| {name} | {evaluation.metrics[name]:.4f} | {arrow} | {fact.description if fact else ''} |")
-    return "\n".join(lines)
+        rows.append((name, f"{evaluation.metrics[name]:.4f}", arrow, fact.description if fact else ""))
+    return markdown_table(["metric", "value", "better", "what it measures"], rows, align="lrcl")
 
 
 def how_to_load(inputs: CardInputs) -> str:
@@ -147,8 +148,12 @@ def how_to_load(inputs: CardInputs) -> str:
 def render_card(inputs: CardInputs, secrets: tuple[str, ...] = ()) -> str:
     """README.md of a version; `secrets` (e.g. the Hub token) are masked wherever they would appear."""
     ev, meta, data = inputs.evaluation, inputs.exported.meta, inputs.data
-    hyper = "\n".join(f"| {k} | {json.dumps(v) if isinstance(v, list) else v} |"
-                      for k, v in hyperparameters(inputs.run_config, meta))
+    hyper = markdown_table(["setting", "value"], [(k, json.dumps(v) if isinstance(v, list) else v)
+                                                  for k, v in hyperparameters(inputs.run_config, meta)])
+    snapshot = markdown_table(["", ""], [("documents", data.documents), ("chunks", data.chunks),
+                                         ("QA pairs", data.qa_pairs),
+                                         ("store content hash (SHA-256)", f"`{data.content_hash}`"),
+                                         ("store backend", data.backend)])
     bias = bias_summary(inputs.run_dir, ev)
     config_yaml = yaml.safe_dump(redacted_container(inputs.run_config), sort_keys=False, allow_unicode=True)
     body = f"""# {inputs.repo_id} {inputs.version}
@@ -169,8 +174,6 @@ question and passages retrieved from that corpus, it answers from the passages.
 - **Run:** `{inputs.run_dir.name}` ({inputs.selection})
 - **Checkpoint:** `{Path(str(ev.checkpoint)).name}`
 
-| setting | value |
-|---|---|
 {hyper}
 
 ## Evaluation
@@ -187,13 +190,7 @@ report `{ev.report_dir.name}` ({ev.created_at or 'time not recorded'}).
 
 ## Data snapshot
 
-| | |
-|---|---|
-| documents | {data.documents} |
-| chunks | {data.chunks} |
-| QA pairs | {data.qa_pairs} |
-| store content hash (SHA-256) | `{data.content_hash}` |
-| store backend | {data.backend} |
+{snapshot}
 
 ## Intended use
 
