@@ -155,3 +155,38 @@ def test_every_readme_command_is_a_verb_whose_config_composes() -> None:
             rest = [f"action={rest[0]}", *rest[1:]]
         assert all("=" in a for a in rest), rest
         compose(verb_name, rest)
+
+
+def load_hook() -> Any:
+    """docs/hooks/config_reference.py, imported as mkdocs imports a hook (by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_config_reference", ROOT / "docs" / "hooks" /
+                                                  "config_reference.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defaults_quoted_in_the_docs_are_the_schemas() -> None:
+    """A hand-written "`key` (default 0.5)" must say what the schema says, so the prose cannot drift."""
+    defaults: dict[str, set[str]] = {}
+    for section in load_hook().sections():
+        for r in section.rows:
+            defaults.setdefault(r.key, set()).add(r.default.strip("`"))
+    quoted = re.compile(r"`(?P<key>[a-z_]+(?:\.[a-z_0-9]+)+)`[^`(\n]{0,30}\((?:default )?"
+                        r"(?P<value>-?[0-9][0-9.,]*[0-9]|[0-9]|true|false)[ ),;:]")
+    checked = 0
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for m in quoted.finditer(page.read_text()):
+            if m["key"] not in defaults:
+                continue
+            value = m["value"].replace(",", "")
+            schema = defaults[m["key"]]
+            same = value in schema or any(re.fullmatch(r"-?[0-9.]+", d) and float(d) == float(value) for d in schema
+                                          if value not in ("true", "false"))
+            assert same, f"{page.name}: `{m['key']}` quoted as {value}, the schema says {schema}"
+            checked += 1
+    assert checked >= 5
