@@ -40,6 +40,7 @@ from promptly.ingest.sync import sync_documents
 from promptly.serving.config import ServeSettings, resolved_copy
 from promptly.serving.engine import OverloadedError
 from promptly.serving.uploads import ALLOWED, JOBS_FOLDER, checked_name, jobs_root, remove_raw, write_private
+from promptly.store.open import opened_store
 
 log = logging.getLogger(__name__)
 
@@ -315,13 +316,10 @@ class UploadJobs:
         split = SplitConfig(**OmegaConf.to_container(cfg.ingest.qa.split, resolve=True))  # type: ignore[arg-type]
         metered = _MeteredEmbedder(embedder, self._embedding, job, check, self.settings.upload_batch_chunks,
                                    self.settings.max_upload_chunks)
-        store = instantiate(cfg.store)
-        try:
+        with opened_store(cfg.store) as store:
             report = sync_documents(items, store, chunker, metered, cleanup="none",  # type: ignore[arg-type]
                                     source_name=source.name, embed_batch_chunks=self.settings.max_upload_chunks,
                                     split=split)
-        finally:
-            store.close()
         if report.failed:
             raise _Stopped("failed", report.failed[0].reason)
         job.result = {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,

@@ -27,7 +27,7 @@ from promptly.model.config import SamplingConfig
 from promptly.records import Answer
 from promptly.retrieval import Retriever
 from promptly.settings import EvidenceSettings
-from promptly.store.base import ChunkStore
+from promptly.store.open import opened_store
 from promptly.verbs.entry import hydra_entry
 from promptly.verbs.task_wrapper import TaskOutput
 
@@ -85,8 +85,7 @@ def _answer(cfg: DictConfig, question: str) -> Answer:
     from promptly.model.loading import adopt_run_data, load_model
 
     cfg = adopt_run_data(cfg)
-    store: ChunkStore = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         status = store.status()
         if not status.applied_migrations or status.chunks == 0:
             raise EmptyInputError("the store holds no documents to answer from: run `promptly ingest` first")
@@ -97,8 +96,6 @@ def _answer(cfg: DictConfig, question: str) -> Answer:
         evidence = EvidenceSettings(**OmegaConf.to_container(cfg.evidence, resolve=True))  # type: ignore[arg-type]
         answer = Answerer(loaded, retriever, sampling, evidence).answer([question],
                                                                         filter=filter_)[0]  # type: ignore[arg-type]
-    finally:
-        store.close()
     return answer
 
 

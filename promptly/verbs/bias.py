@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from promptly.errors import ConfigError, InputNotFoundError
+from promptly.store.open import opened_store
 from promptly.verbs.entry import hydra_entry
 from promptly.verbs.task_wrapper import TaskOutput
 
@@ -41,11 +42,8 @@ def choose_served(cfg: DictConfig) -> DictConfig:
         return cfg
     if cfg.get("run_dir") or cfg.get("model_dir"):
         raise ConfigError("served=true probes the active model version: leave run_dir and model_dir empty")
-    store = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         active = store.active_model_version()
-    finally:
-        store.close()
     if active is None:
         raise InputNotFoundError("served=true: no model version is active (promote one with "
                                  "`promptly publish promote`)")
@@ -113,9 +111,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     if isinstance(judge, PairJudge):
         raise ConfigError(f"judge: {judge.name} compares two answers and grades none; use it with "
                           "`promptly bias calibrate`, and a grading judge (local_hf, openai_compatible) here")
-    store = instantiate(cfg.store)
     balance = None
-    try:
+    with opened_store(cfg.store) as store:
         if cfg.balance.check:  # first: a refused imbalance stops before any model is loaded
             settings = {k: v for k, v in _plain(cfg.balance).items() if k != "check"}
             balance = check_balance(store, BalanceSettings(**settings))
@@ -127,8 +124,6 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         calibration = judge_calibration(cfg, judge, rubric, console)
         console.print(f"bias: {len(probes)} probes on {len(set(p.axis for p in probes))} axes, judged by {judge.name}")
         results = run_probes(probes, respond, judge, rubric, probe_set)
-    finally:
-        store.close()
     summary = summarize(results, probes, embedder, Thresholds(**_plain(cfg.thresholds)))
     if balance is not None:
         summary["overall"]["data_max_share"] = balance.max_share

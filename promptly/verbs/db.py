@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from promptly.errors import ConfigError
 from promptly.records import StoreStatus
-from promptly.store.base import ChunkStore
 from promptly.store.migrations import render_schema_sql
+from promptly.store.open import opened_store
 from promptly.verbs.entry import hydra_entry
 from promptly.verbs.task_wrapper import TaskOutput
 
@@ -31,16 +30,13 @@ def run(cfg: DictConfig, console: Console | None = None) -> StoreStatus | str:
         message = stop_server(cfg.store.data_dir, force=bool(cfg.get("force", False)))
         console.print(message)
         return message
-    store: ChunkStore = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         if cfg.action == "migrate":
             applied = store.migrate()
             console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         elif cfg.action != "status":
             raise ConfigError(f"action must be migrate, status, sql or stop, got {cfg.action!r}")
         status = store.status()
-    finally:
-        store.close()
     print_status(console, status)
     return status
 

@@ -30,10 +30,10 @@ from promptly.evaluation.config import MetricConfig
 from promptly.evidence import strip_markers
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import adopt_run_data, load_model
-from promptly.records import Answer, QAPair
+from promptly.records import Answer, Chunk, QAPair
 from promptly.retrieval import Retriever
 from promptly.settings import EvidenceSettings
-from promptly.store.base import ChunkStore
+from promptly.store.open import opened_store
 from promptly.verbs.entry import hydra_entry
 from promptly.verbs.task_wrapper import TaskOutput
 
@@ -51,13 +51,14 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     from promptly.evaluation.metrics import EvalExample, evaluate_examples
     from promptly.evaluation.perplexity import reference_nll
     from promptly.evaluation.prompts import reference_sequences
-    from promptly.evaluation.report import compare_reports, write_report
+    from promptly.evaluation.report import compare_reports, comparison_console_table, write_report
 
     console = console or Console(stderr=True)
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("compare"):
-        markdown = compare_reports(report_names([Path(p) for p in cfg.compare]), out_dir)
-        console.print(markdown)
+        runs = report_names([Path(p) for p in cfg.compare])
+        compare_reports(runs, out_dir)  # compare.md and compare.png; the terminal gets a table that fits it
+        console.print(comparison_console_table(runs))
         return {"compare": list(cfg.compare)}
     cfg = adopt_run_data(cfg)
     torch.manual_seed(int(cfg.seed))
@@ -70,8 +71,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     metric_cfg.recall_ks = tuple(sorted({n for n in metric_cfg.recall_ks if n <= k} | {k}))
     loaded = load_model(cfg)
     embedder = instantiate(cfg.embedder)
-    store: ChunkStore = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         pairs = list(store.iter_qa_pairs(split=str(cfg.split)))[: cfg.limit or None]  # type: ignore[arg-type]
         if not pairs:
             raise EmptyInputError(f"the {cfg.split} split has no QA pairs: run `promptly ingest` (with "
@@ -79,8 +79,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         retriever = Retriever(store, embedder, k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
         answerer = Answerer(loaded, retriever, sampling, EvidenceSettings(**_plain(cfg.evidence)))
         prepared = answerer.prepare([p.question for p in pairs])
-    finally:
-        store.close()
+        gold = store.get_chunks(sorted({c for p in pairs for c in p.chunk_ids}))
     started = time.perf_counter()
     with Progress(TextColumn("[bold]generate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -102,6 +101,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         console.print(f"[yellow]{empty} of {len(examples)} answers are empty: they score 0[/]")
     result = evaluate_examples(examples, embedder, config=metric_cfg)
     add_evidence_scores(result, answers, pairs)
+    add_chunk_labels(result, prepared, pairs, gold)
     settings = {"name": loaded.name, "model": loaded.origin, "checkpoint": loaded.checkpoint or "(base model)",
                 "split": str(cfg.split), "examples": len(examples),
                 "retrieval": f"{cfg.retrieval.mode}, k={cfg.retrieval.k}", "generation": str(_plain(cfg.generation)),
@@ -125,16 +125,13 @@ def run_question_file(cfg: DictConfig, console: Console, out_dir: Path) -> dict[
     questions = load_question_file(str(cfg.questions.path), str(cfg.questions.subset))
     loaded = load_model(cfg)
     embedder = instantiate(cfg.embedder)
-    store: ChunkStore = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         retriever = Retriever(store, embedder, k=int(cfg.retrieval.k), mode=str(cfg.retrieval.mode))
         answerer = Answerer(loaded, retriever, SamplingConfig(**_plain(cfg.generation)),
                             EvidenceSettings(**_plain(cfg.evidence)))
         started = time.perf_counter()
         result = evaluate_question_file(answerer, questions)
         seconds = time.perf_counter() - started
-    finally:
-        store.close()
     settings = {"name": loaded.name, "model": loaded.origin, "checkpoint": loaded.checkpoint or "(base model)",
                 "questions": str(cfg.questions.path), "subset": str(cfg.questions.subset),
                 "examples": len(questions), "retrieval": f"{cfg.retrieval.mode}, k={cfg.retrieval.k}",
@@ -164,6 +161,19 @@ def add_evidence_scores(result: Any, answers: list[Answer], pairs: list[QAPair])
             result.overall[key] = sum(values) / len(values)
 
 
+def add_chunk_labels(result: Any, prepared: list[Any], pairs: list[QAPair], gold: dict[str, Chunk]) -> None:
+    """Name each example by its gold chunk's document title and ordinal, and each retrieved chunk likewise,
+    so the report's worst examples say where to look rather than a UUID."""
+    from promptly.evaluation.report import chunk_label
+
+    for row, question, pair in zip(result.per_example, prepared, pairs, strict=True):
+        row["retrieved_chunk_labels"] = [chunk_label(c.get("title"), c["document_id"], c["ordinal"])
+                                         for c in question.chunks]
+        source = next((gold[c] for c in pair.chunk_ids if c in gold), None)
+        row["label"] = (chunk_label(source.metadata.get("title"), source.document_id, source.ordinal)
+                        if source else pair.document_id)
+
+
 def report_names(paths: list[Path]) -> dict[str, Path]:
     """Each report under the name of the model it evaluated (its folder's name when that repeats)."""
     names: dict[str, Path] = {}
@@ -188,16 +198,15 @@ def record_evaluation(run_dir: Path, report_dir: Path, report_json: Path, settin
 def log_to_loggers(cfg: DictConfig, overall: dict[str, float], per_example: list[dict[str, Any]]) -> None:
     """Headline metrics to every configured logger; per-example rows as a table where the logger has one."""
     from promptly.utils.instantiators import instantiate_loggers
+    from promptly.utils.metric_logger import metric_loggers
 
-    for logger in instantiate_loggers(cfg.get("logger")):
-        logger.log_metrics({f"eval/{k}": v for k, v in overall.items() if v is not None})
-        log_table = getattr(logger, "log_table", None)
-        if callable(log_table):
-            scores = sorted({k for row in per_example for k in row.get("scores", {})})
-            data = [[row["question"], row["reference"], row["prediction"],
-                     *[row.get("scores", {}).get(s) for s in scores]] for row in per_example]
-            log_table("eval/examples", columns=["question", "reference", "prediction", *scores], data=data)
-        logger.finalize("success")
+    scores = sorted({k for row in per_example for k in row.get("scores", {})})
+    data = [[row["question"], row["reference"], row["prediction"], *[row.get("scores", {}).get(s) for s in scores]]
+            for row in per_example]
+    for logger in metric_loggers(instantiate_loggers(cfg.get("logger"))):
+        logger.log_dict({f"eval/{k}": v for k, v in overall.items() if v is not None})
+        logger.log_table("eval/examples", ["question", "reference", "prediction", *scores], data)
+        logger.close()
 
 
 def task(cfg: DictConfig) -> TaskOutput:

@@ -20,6 +20,7 @@ from promptly.ingest.qa import QAReport, SplitConfig, load_qa_pairs
 from promptly.ingest.redaction import RedactionReport, Redactor
 from promptly.ingest.sync import DeletionGuard, SyncPlan, SyncReport, plan_sync, sync_documents
 from promptly.store.base import ChunkStore
+from promptly.store.open import opened_store
 from promptly.verbs.entry import hydra_entry
 from promptly.verbs.task_wrapper import TaskOutput
 
@@ -65,8 +66,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
     discovered = discover(source)  # a missing path is refused before the store is touched
     if not discovered[1]:
         guard.check(SyncPlan(), source.path)  # an empty source too, unless deletion is allowed
-    store: ChunkStore = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         if cfg.ingest.get("dry_run", False):
             documents = load_source(source, fingerprint, discovered)
             if redaction is not None:
@@ -99,8 +99,6 @@ def run(cfg: DictConfig, console: Console | None = None) -> IngestResult:
                                           redactor.redact if redaction is not None else None, guard)
             else:
                 log.info("no QA file at ingest.qa.path=%s", qa_path)
-    finally:
-        store.close()
     print_summary(console, report, qa_report, redaction)
     return IngestResult(report, qa_report, redaction)
 

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -45,6 +44,7 @@ from promptly.publish.selection import (
     resolve_run,
 )
 from promptly.store.base import ChunkStore, ModelVersion
+from promptly.store.open import opened_store
 from promptly.utils.redact import redacted_container
 from promptly.verbs.entry import hydra_entry
 from promptly.verbs.task_wrapper import TaskOutput
@@ -179,8 +179,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> TaskOutput:
     action = str(p.action)
     if action == "promote" and not p.version:
         raise ConfigError("promote needs the version: `promptly publish promote version=v2`")
-    store: ChunkStore = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         store.migrate()
         if action == "push":
             pushed = push(cfg, store, console)
@@ -200,8 +199,6 @@ def run(cfg: DictConfig, console: Console | None = None) -> TaskOutput:
             raise ConfigError(f"action must be push, list, promote or rollback, got {action!r}")
         console.print(f"active version: {record.repo_id} {record.version} ({record.config.get('location', '-')})")
         return {}, {"version": record}
-    finally:
-        store.close()
 
 
 main = hydra_entry("publish")(run)

@@ -21,7 +21,7 @@ from promptly.qa.conversations import export_disliked
 from promptly.qa.generate import GenerationReport, generate_pairs
 from promptly.qa.generators import QAGenerator
 from promptly.qa.validation import REASONS
-from promptly.store.base import ChunkStore
+from promptly.store.open import opened_store
 from promptly.verbs.entry import hydra_entry
 from promptly.verbs.ingest import prepare_store
 from promptly.verbs.task_wrapper import TaskOutput
@@ -46,8 +46,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | i
     console = console or Console(stderr=True)
     if cfg.action not in ACTIONS:
         raise ConfigError(f"action must be one of {', '.join(ACTIONS)}, got {cfg.action!r}")
-    store: ChunkStore = instantiate(cfg.store)
-    try:
+    with opened_store(cfg.store) as store:
         prepare_store(store, cfg.qa.auto_migrate)
         if cfg.action == "export":
             path = Path(cfg.qa.export.path)
@@ -62,8 +61,6 @@ def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | i
             task = progress.add_task("", total=None)
             report = generate_pairs(store, embedder, generator, settings,
                                     on_progress=lambda _: progress.update(task, advance=1))
-    finally:
-        store.close()
     print_summary(console, report, generator.name, int(cfg.qa.get("summary_samples", 5)))
     return report
 
