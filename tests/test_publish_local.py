@@ -64,6 +64,7 @@ def test_two_publishes_make_two_versions_that_promote_and_roll_back(
     meta = json.loads((Path(registry.location("local/docs-bot", "v2")) / "promptly.json").read_text())
     assert meta["version"] == "v2" and meta["layout"] == "merged" and meta["adapter_only"] is False
     assert meta["base_loadable_by_name"] is False and meta["run"] == evaluated_run.name
+    assert {"retrieval", "prompt", "max_length"} <= set(meta["data"])  # loading the version applies them
 
     def active() -> str:
         _, objs = run_publish(publish_config(tmp_path, publish_store, ["action=list"]))

@@ -107,6 +107,9 @@ def test_lora_export_loads_with_peft_on_its_base_and_answers_as_the_checkpoint(
     assert (export / "adapter_config.json").is_file() and not (export / "model.safetensors").exists()
     meta = json.loads((export / "promptly.json").read_text())
     assert meta["adapter_only"] and meta["base_model"] == "tiny"
+    trained = objects["cfg"].data  # the data settings it was trained with travel with it
+    assert meta["data"]["retrieval"]["k"] == trained.retrieval.k and meta["data"]["max_length"] == trained.max_length
+    assert meta["data"]["prompt"]["system"] == trained.prompt.system
     # The tiny base is not on the Hub: it is rebuilt from the exported settings (same init seed).
     base = ModelFactory("tiny", peft=FULL, tiny=meta["tiny"]).build()
     model = PeftModel.from_pretrained(base, export)

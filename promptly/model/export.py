@@ -22,8 +22,10 @@ def load_weights(module: RagLitModule, ckpt_path: str) -> None:
     module.load_state_dict(state, strict=not module.factory.adapter_only)
 
 
-def export_model(module: RagLitModule, out_dir: Path, ckpt_path: str | None = None) -> Path:
-    """Save weights (from ckpt_path if given, else as they are) and tokenizer under out_dir."""
+def export_model(module: RagLitModule, out_dir: Path, ckpt_path: str | None = None,
+                 data: dict[str, Any] | None = None) -> Path:
+    """Save weights (from ckpt_path if given, else as they are) and tokenizer under out_dir; `data`: the
+    data settings it was trained with (trained_data_settings), which loading it applies again."""
     assert module.net is not None
     if ckpt_path:
         load_weights(module, ckpt_path)
@@ -39,6 +41,8 @@ def export_model(module: RagLitModule, out_dir: Path, ckpt_path: str | None = No
         meta["tiny"] = asdict(factory.tiny)
     if factory.packaged is not None:  # the adapters' base is the converted package folder, not the Hub name
         meta["base_path"] = factory.load_path
+    if data:
+        meta["data"] = data
     (out_dir / "promptly.json").write_text(json.dumps(meta, indent=2))
     log.info("exported the model to %s", out_dir)
     return out_dir

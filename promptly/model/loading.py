@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,19 +196,62 @@ def _plain(node: Any) -> dict[str, Any]:
     return dict(OmegaConf.to_container(node, resolve=True, enum_to_str=True))  # type: ignore[arg-type]
 
 
-def adopt_run_data(cfg: DictConfig) -> DictConfig:
-    """With run_dir, the data settings (retrieval k and mode, prompt, max_length) are those the run was trained
-    with, and `latest` is resolved: eval, ask, serve and the bias probes then show the model what it learned on."""
-    if not cfg.get("run_dir"):
+TRAINED_DATA_KEYS = ("retrieval", "prompt", "max_length")
+"""The data settings answering must repeat from training: what is retrieved, the prompt, the length."""
+
+
+def trained_data_settings(data: Any) -> dict[str, Any]:
+    """The data settings a model was trained with, as an export's promptly.json records them."""
+    plain: Any = (OmegaConf.to_container(data, resolve=True, enum_to_str=True) if isinstance(data, DictConfig)
+                  else dict(data or {}))
+    return {key: plain[key] for key in TRAINED_DATA_KEYS if key in plain}
+
+
+def data_override_keys(overrides: Sequence[str]) -> list[str]:
+    """The `data.*` keys set on the command line (`data.retrieval.k=5`, `+data.x=1`, `++data.x=1`)."""
+    keys = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+")
+        if "=" in override and key.startswith("data.") and "@" not in key:
+            keys.append(key)
+    return keys
+
+
+def adopt_model_data(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
+    """The data settings the chosen model was trained with, so eval, ask, serve and the bias probes show it
+    what it learned on: with run_dir, the run's saved `data` block (and `latest` resolved); with model_dir,
+    the settings its promptly.json records. A `data.*` key given in `overrides` (the command line's) still
+    wins, and each one that changes the model's value is reported."""
+    source, adopted = _trained_data(cfg)
+    if adopted is None:
         return cfg
-    folder = resolve_run_dir(cfg.run_dir, cfg.paths.log_dir)
-    saved = run_config(folder)
+    explicit = {key: OmegaConf.select(cfg, key, default=None) for key in data_override_keys(overrides)}
     with open_dict(cfg):
-        cfg.run_dir = str(folder)
-        if "data" in saved:
-            cfg.data = saved.data
-            cfg.data.cache_dir = None  # never write into the training run's data cache
+        cfg.data = adopted
+        cfg.data.cache_dir = None  # never write into the training run's data cache
+        for key, value in explicit.items():
+            trained = OmegaConf.select(cfg, key, default=None)
+            OmegaConf.update(cfg, key, value, force_add=True)
+            if trained != value:
+                log.warning("%s=%s (given on the command line) replaces the %s's %s", key, value, source, trained)
     return cfg
+
+
+def _trained_data(cfg: DictConfig) -> tuple[str, DictConfig | None]:
+    if cfg.get("run_dir"):
+        folder = resolve_run_dir(cfg.run_dir, cfg.paths.log_dir)
+        with open_dict(cfg):
+            cfg.run_dir = str(folder)
+        saved = run_config(folder)
+        return f"run {folder.name}", (saved.data if "data" in saved else None)
+    if cfg.get("model_dir"):
+        meta_path = Path(str(cfg.model_dir)).expanduser() / EXPORT_META
+        recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("data") if meta_path.is_file() else None
+        if not recorded:
+            return "export", None  # an export from before promptly.json recorded them: the configured ones
+        merged = OmegaConf.merge(cfg.data, recorded) if cfg.get("data") is not None else OmegaConf.create(recorded)
+        return f"export {Path(str(cfg.model_dir)).name}", merged  # type: ignore[return-value]
+    return "", None
 
 
 def load_model(cfg: DictConfig) -> LoadedModel:

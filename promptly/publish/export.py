@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from promptly.errors import ConfigError, InputNotFoundError, ModelLoadError
-from promptly.model.loading import load_checkpoint_weights
+from promptly.model.loading import load_checkpoint_weights, trained_data_settings
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -68,6 +68,8 @@ def export_version(run_cfg: DictConfig, checkpoint: str, out_dir: Path, merge: b
     net.eval()
     tokenizer = factory.load_tokenizer()
     meta = run_meta(factory)
+    if run_cfg.get("data") is not None:  # loading the version applies them (promptly.model.loading.adopt_model_data)
+        meta["data"] = trained_data_settings(run_cfg.data)
     loadable = bool(meta["base_loadable_by_name"])
     max_new_tokens = OmegaConf.select(run_cfg, "module.max_new_tokens", default=None) or 64
     generation = _generation_config(tokenizer, int(max_new_tokens))

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from promptly.errors import ConfigError
-from promptly.model.loading import LoadedModel, load_model
+from promptly.model.loading import LoadedModel, adopt_model_data, load_model
 from promptly.serving.config import resolved_copy
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.store_pool import StorePool
@@ -118,6 +118,7 @@ class ModelManager:
         cfg = resolved_copy(self.cfg)
         with open_dict(cfg):
             cfg.run_dir, cfg.model_dir, cfg.ckpt_path = None, location, None
+        cfg = adopt_model_data(cfg)  # the prompt and length the version was trained with (its promptly.json)
         started = time.monotonic()
         loaded = load_model(cfg)
         log.info("loaded %s in %.1f s", version_id(version), time.monotonic() - started)

@@ -28,7 +28,7 @@ from promptly.records import Answer
 from promptly.retrieval import Retriever
 from promptly.settings import EvidenceSettings
 from promptly.store.open import opened_store
-from promptly.verbs.entry import hydra_entry
+from promptly.verbs.entry import hydra_entry, task_overrides
 from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> Answer:
 
 
 def _answer(cfg: DictConfig, question: str) -> Answer:
-    from promptly.model.loading import adopt_run_data, load_model
+    from promptly.model.loading import adopt_model_data, load_model
 
-    cfg = adopt_run_data(cfg)
+    cfg = adopt_model_data(cfg, task_overrides())
     with opened_store(cfg.store) as store:
         status = store.status()
         if not status.applied_migrations or status.chunks == 0:

@@ -26,7 +26,7 @@ from rich.console import Console
 
 from promptly.errors import ConfigError, InputNotFoundError
 from promptly.store.open import opened_store
-from promptly.verbs.entry import hydra_entry
+from promptly.verbs.entry import hydra_entry, task_overrides
 from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,11 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     from promptly.bias.rubric import Rubric
     from promptly.bias.scoring import answerer_responder, run_probes, summarize
     from promptly.model.config import SamplingConfig
-    from promptly.model.loading import adopt_run_data, load_model
+    from promptly.model.loading import adopt_model_data, load_model
     from promptly.retrieval import Retriever
 
     console = console or Console(stderr=True)
-    cfg = adopt_run_data(choose_served(cfg))
+    cfg = adopt_model_data(choose_served(cfg), task_overrides())
     torch.manual_seed(int(cfg.seed))
     rubric = Rubric.from_config(_plain(cfg.bias_rubric))
     probe_set = load_probe_set(cfg.probes.path)

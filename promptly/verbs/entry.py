@@ -69,6 +69,13 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def task_overrides() -> list[str]:
+    """The overrides of this command line (what the user typed), empty outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def hydra_entry(config_name: str, run_folder: bool = True) -> Callable[[Task], Callable[[], Any]]:
     """`@hydra.main` on promptly's config tree for a verb's task, so every verb takes overrides, `-m`,
     `--cfg job` etc. With `run_folder` the task runs under `task_wrapper`. The entry returns the

@@ -29,12 +29,12 @@ from promptly.errors import EmptyInputError
 from promptly.evaluation.config import MetricConfig
 from promptly.evidence import strip_markers
 from promptly.model.config import SamplingConfig
-from promptly.model.loading import adopt_run_data, load_model
+from promptly.model.loading import adopt_model_data, load_model
 from promptly.records import Answer, Chunk, QAPair
 from promptly.retrieval import Retriever
 from promptly.settings import EvidenceSettings
 from promptly.store.open import opened_store
-from promptly.verbs.entry import hydra_entry
+from promptly.verbs.entry import hydra_entry, task_overrides
 from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         compare_reports(runs, out_dir)  # compare.md and compare.png; the terminal gets a table that fits it
         console.print(comparison_console_table(runs))
         return {"compare": list(cfg.compare)}
-    cfg = adopt_run_data(cfg)
+    cfg = adopt_model_data(cfg, task_overrides())
     torch.manual_seed(int(cfg.seed))
     if cfg.get("questions") and cfg.questions.get("path"):
         return run_question_file(cfg, console, out_dir)

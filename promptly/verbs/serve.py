@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from promptly.errors import ConfigError, PromptlyError
 from promptly.serving.config import ServeSettings, resolved_copy
-from promptly.verbs.entry import hydra_entry
+from promptly.verbs.entry import hydra_entry, task_overrides
 from promptly.verbs.task_wrapper import TaskOutput
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,23 @@ def build(cfg: DictConfig) -> Any:
     from promptly.serving.engine import Engine
     from promptly.serving.upload_jobs import UploadJobs, upload_redactor
 
-    cfg = resolved_copy(cfg)
+    cfg = resolved_copy(_with_model_data(cfg))
     settings = settings_of(cfg)
     redactor = upload_redactor(cfg)  # one for conversations and uploads: the recognizers load once
     uploads = UploadJobs(cfg, settings, redactor) if cfg.get("ingest") else None
     return create_app(Engine(cfg, settings, redactor=redactor if settings.redact_conversations else None), uploads)
+
+
+def _with_model_data(cfg: DictConfig) -> DictConfig:
+    """The configured run's or export's data settings (retrieval k and mode, prompt), command-line `data.*`
+    first; a model that cannot be read is left to the model manager, which says why on /readyz."""
+    from promptly.model.loading import adopt_model_data
+
+    try:
+        return adopt_model_data(copy.deepcopy(cfg), task_overrides())
+    except (PromptlyError, OSError) as err:
+        log.warning("serving with the configured data settings: %s", err)
+        return cfg
 
 
 def run(cfg: DictConfig) -> int:

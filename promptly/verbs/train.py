@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import promptly.verbs.schemas  # noqa: F401  (registers the config schemas before Hydra composes)
 from promptly.model.export import export_model
 from promptly.model.factory import ModelFactory
+from promptly.model.loading import trained_data_settings
 from promptly.utils.hardware import apply_threads, choose_precision, detect_hardware
 from promptly.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from promptly.utils.redact import redacted_container
@@ -125,7 +126,8 @@ def run(cfg: DictConfig) -> TaskOutput:
         else:
             # The best weights (already loaded if the test ran on them), else the final ones.
             objects["export_dir"] = export_model(module, Path(cfg.paths.output_dir) / "model",
-                                                 None if cfg.get("test", False) else best or None)
+                                                 None if cfg.get("test", False) else best or None,
+                                                 data=trained_data_settings(cfg.data))
     return metrics, objects
 
 
