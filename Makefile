@@ -48,12 +48,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 
-## Retrieval quality on the Python 3.11 docs (Debian's python3-doc, installed here if missing) and search
-## latency at 10k/100k chunks; stores are kept under .promptly/bench, so reruns are incremental.
+## Retrieval quality on the Python 3.11 docs and pip's docs (Debian's python3-doc and python3-pip, installed here
+## if missing) and the sample corpus, and search latency at 10k/100k chunks; stores are kept under .promptly/bench,
+## so reruns are incremental.
 bench-retrieval: $(STAMP)
-	@test -d /usr/share/doc/python3.11/html || { command -v apt-get >/dev/null && \
-		$$(test "$$(id -u)" = 0 || echo sudo) apt-get install -y python3-doc; } || \
-		{ echo "install the python3-doc package (Python 3.11 HTML docs) first"; exit 1; }
+	@{ test -d /usr/share/doc/python3.11/html && test -d /usr/share/doc/python3-pip/html; } || \
+		{ command -v apt-get >/dev/null && \
+		$$(test "$$(id -u)" = 0 || echo sudo) apt-get install -y python3-doc python3-pip; } || \
+		{ echo "install the python3-doc and python3-pip packages (Python 3.11 and pip docs) first"; exit 1; }
 	nice $(BIN)/python benchmarks/retrieval_quality.py
 	nice $(BIN)/python benchmarks/retrieval_latency.py
 

@@ -320,7 +320,7 @@ def test_hybrid_fuses_both_rankings_by_reciprocal_rank(store: ChunkStore) -> Non
     mixed = np.zeros(DIM)
     mixed[:4] = [0.4, 0.3, 0.2, 0.85]  # distinct similarities to the four chunks: no ties in the vector ranking
     query = (tuple(float(x) for x in mixed / np.linalg.norm(mixed)), "gamma zeta")
-    fusion = {"rrf_k": 10, "full_text_weight": 1.0, "semantic_weight": 0.5, "candidates": 3}
+    fusion = {"rrf_k": 10, "full_text_weight": 1.0, "semantic_weight": 0.5, "candidates": 3, "fusion": "rrf"}
     depth = 4  # each ranking contributes its top max(candidates, k)
     text = [h.chunk_id for h in store.search(*query, k=depth, mode="text")]
     vector = [h.chunk_id for h in store.search(*query, k=depth, mode="vector")]

@@ -22,6 +22,10 @@ STATUS_COUNTS: dict[str, tuple[str, str, str | None, str | None]] = {
 """The counts `promptly db status` shows: name -> (migration creating it, table, filter column, value)."""
 
 
+Fusion = Literal["convex", "rrf"]
+"""How hybrid search fuses its two rankings (migration 0014): `convex`, the default, adds each ranking's
+min-max normalised scores by weight; `rrf` adds weight / (rrf_k + rank), 0007's reciprocal rank fusion."""
+
 ANONYMOUS = ""
 """`search(viewer=ANONYMOUS)`: a requester with no name sees only the chunks nobody owns."""
 
@@ -116,12 +120,14 @@ class ChunkStore(Protocol):
         rrf_k: int | None = None,
         candidates: int | None = None,
         viewer: str | None = None,
+        fusion: Fusion | None = None,
     ) -> list[SearchHit]:
         """Top-k chunks through the `match_chunks` SQL function.
 
-        `text` ranks by BM25 (migration 0007), `vector` by cosine similarity, `hybrid` fuses both by
-        reciprocal rank fusion of each ranking's top `candidates`. A fusion parameter left as None takes
-        the SQL function's default, the values tuned on benchmarks/retrieval_quality.py.
+        `text` ranks by BM25 (migration 0007), `vector` by cosine similarity, `hybrid` fuses each ranking's
+        top `candidates` by `fusion` (migration 0014): `convex` (the default) weighs their min-max normalised
+        scores, `rrf` their ranks (`rrf_k` applies to it alone). A fusion parameter left as None takes the SQL
+        function's default for that fusion, the values tuned on benchmarks/retrieval_quality.py.
 
         `viewer` (migration 0012) is who asks: chunks whose metadata names another `owner` are left out
         before ranking, so k results remain whatever anyone uploaded. None: no owner restriction (the offline
@@ -181,13 +187,15 @@ class ChunkStore(Protocol):
 
 
 def fusion_arguments(full_text_weight: float | None, semantic_weight: float | None, rrf_k: int | None,
-                     candidates: int | None) -> dict[str, float | int]:
+                     candidates: int | None, fusion: Fusion | None = None) -> dict[str, float | int | str]:
     """The fusion parameters given to `search`, by match_chunks' argument names; None ones are left out,
-    so the SQL function's defaults (migration 0007) stay the single place they are set."""
+    so the SQL function's defaults (migration 0014) stay the single place they are set."""
     given = {"full_text_weight": full_text_weight, "semantic_weight": semantic_weight, "rrf_k": rrf_k,
-             "candidates": candidates}
+             "candidates": candidates, "fusion": fusion}
     if candidates is not None and candidates < 1:
         raise ValueError(f"candidates must be at least 1, got {candidates}")
+    if fusion is not None and fusion not in ("convex", "rrf"):
+        raise ValueError(f"fusion must be convex or rrf, got {fusion!r}")
     return {name: value for name, value in given.items() if value is not None}
 
 

@@ -22,6 +22,7 @@ from promptly.store.base import (
     BalanceRow,
     Conversation,
     Feedback,
+    Fusion,
     ModelVersion,
     ModelVersionNotFoundError,
     SchemaMismatchError,
@@ -367,8 +368,9 @@ class PostgresStore:
         rrf_k: int | None = None,
         candidates: int | None = None,
         viewer: str | None = None,
+        fusion: Fusion | None = None,
     ) -> list[SearchHit]:
-        tuning = fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates)
+        tuning = fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates, fusion)
         named = sql.SQL("").join(sql.SQL(", {} => {}").format(sql.Identifier(name), sql.Placeholder())
                                  for name in tuning)
         query = sql.SQL("select id::text, document_id, ordinal, content, metadata, score from match_chunks("

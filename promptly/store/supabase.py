@@ -18,6 +18,7 @@ from promptly.store.base import (
     BalanceRow,
     Conversation,
     Feedback,
+    Fusion,
     ModelVersion,
     ModelVersionNotFoundError,
     SchemaMismatchError,
@@ -365,10 +366,11 @@ class SupabaseStore:
         rrf_k: int | None = None,
         candidates: int | None = None,
         viewer: str | None = None,
+        fusion: Fusion | None = None,
     ) -> list[SearchHit]:
         params = {"query_embedding": _format_vector(query_embedding), "query_text": clean_text(query_text),
                   "match_count": k, "filter": clean_value(filter or {}), "mode": mode,
-                  **fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates)}
+                  **fusion_arguments(full_text_weight, semantic_weight, rrf_k, candidates, fusion)}
         if viewer is not None:
             params["viewer"] = clean_text(viewer)
         rows: Any = self._run(self.client.rpc("match_chunks", params), "searching").data
