@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -11,7 +13,7 @@ from promptly.store.postgres import PostgresStore
 from .conftest import DIM
 
 
-def _cfg(url: str):  # type: ignore[no-untyped-def]
+def _cfg(url: str) -> Any:
     return OmegaConf.create({"_target_": "promptly.store.postgres.PostgresStore", "url": url, "embedding_dim": DIM})
 
 
@@ -27,6 +29,7 @@ def test_the_store_is_built_from_its_config_and_closed_after_the_block(pg_url: s
 
 def test_the_store_is_closed_when_the_block_raises(pg_url: str) -> None:
     with pytest.raises(RuntimeError, match="boom"), opened_store(_cfg(pg_url)) as store:
+        assert isinstance(store, PostgresStore)
         conn = store.conn
         raise RuntimeError("boom")
     assert conn.closed

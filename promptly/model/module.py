@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
 from lightning.pytorch.strategies import FSDPStrategy
 from rich.console import Console
@@ -27,6 +26,7 @@ from torchmetrics import MeanMetric
 from promptly.errors import ConfigError
 from promptly.model.generation import SamplingConfig, exact_match, generate, token_f1
 from promptly.model.loss import supervised_loss
+from promptly.utils.metric_logger import metric_loggers
 
 if TYPE_CHECKING:  # the module runs without Hydra/OmegaConf (benchmarks/gpu_train_throughput.py)
     from promptly.model.factory import ModelFactory
@@ -134,9 +134,8 @@ class RagLitModule(L.LightningModule):
 
     def _publish_samples(self, rows: list[dict[str, Any]]) -> None:
         columns = ["epoch", "step", "question", "reference", "generated"]
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_text(key="val/samples", columns=columns, data=[[r[c] for c in columns] for r in rows])
+        for logger in metric_loggers(self.loggers):
+            logger.log_table("val/samples", columns, [[r[c] for c in columns] for r in rows])
         out = Path(self.trainer.default_root_dir) / "samples.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", encoding="utf-8") as f:
