@@ -266,10 +266,11 @@ def run_corpus(corpus: Corpus, state: Path, embedder: Embedder, context: bool, d
         if do_tune:
             print(f"best fusion on the tuning questions: {tune(store, questions, vectors, subsets['tuning'])}")
         default_mode = str(RetrievalConfig().mode.value)
-        timings: dict[str, list[float]] = {m: [] for m in MODES}
+        timings: dict[str, list[float]] = {m: [] for m in (*MODES, "hybrid rrf (before)")}
         rankers = {f"promptly {m}" + (" (default)" if m == default_mode else ""):
                    store_ranker(store, questions, vectors, m, timings[m]) for m in MODES}
-        rankers[BEFORE] = store_ranker(store, questions, vectors, "hybrid", fusion="rrf")
+        rankers[BEFORE] = store_ranker(store, questions, vectors, "hybrid", timings["hybrid rrf (before)"],
+                                       fusion="rrf")
         rankers["BM25 baseline (bm25s)"] = bm25_ranker(store, questions)
         results: dict[tuple[str, str], Scores] = {}
         for subset, indices in subsets.items():
