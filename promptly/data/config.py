@@ -12,8 +12,8 @@ class RetrievalMode(StrEnum):
     vector = "vector"
     text = "text"
     hybrid = "hybrid"
-    """Reciprocal rank fusion of the vector and BM25 rankings: the default, the best mode measured by
-    benchmarks/retrieval_quality.py (what `promptly serve` uses)."""
+    """The vector and BM25 rankings fused by their normalised scores (migration 0014): the default, the best mode
+    measured by benchmarks/retrieval_quality.py on three corpora (what `promptly serve` uses)."""
 
 
 class Task(StrEnum):
