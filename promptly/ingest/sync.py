@@ -138,19 +138,26 @@ def plan_sync(documents: Iterable[Document | LoadFailure], store: ChunkStore | N
         if on_progress:
             on_progress(item.path if isinstance(item, LoadFailure) else item.id)
     if cleanup != "none":
-        failed_ids = {f.path for f in plan.failed}
-        candidates = (store.document_hashes(source=source_name) if cleanup == "incremental" and store is not None
-                      else stored)
-        plan.in_scope = len(candidates)
-        # A document that failed to load this time is kept: a broken file must never lose its last good version.
-        gone = [doc_id for doc_id in candidates if doc_id not in seen and doc_id not in failed_ids]
-        if gone and any(f.hides_ids for f in plan.failed):
-            plan.kept = len(gone)
-            log.warning("%d stored documents are not in the source but were kept: a .jsonl file or line could "
-                        "not be read, and they may be in it; fix it and ingest again", len(gone))
-        else:
-            plan.to_delete = sorted(gone)
+        in_scope = (store.document_hashes(source=source_name) if cleanup == "incremental" and store is not None
+                    else stored)
+        _plan_deletions(plan, in_scope, seen)
     return plan
+
+
+def _plan_deletions(plan: SyncPlan, in_scope: Iterable[str], seen: set[str]) -> None:
+    """Which stored documents in cleanup's scope are gone from the source: deleted, unless a failure may
+    hide them (then all are kept). A document that failed to load this time is kept: a broken file must
+    never lose its last good version."""
+    failed_ids = {f.path for f in plan.failed}
+    candidates = list(in_scope)
+    plan.in_scope = len(candidates)
+    gone = [doc_id for doc_id in candidates if doc_id not in seen and doc_id not in failed_ids]
+    if gone and any(f.hides_ids for f in plan.failed):
+        plan.kept = len(gone)
+        log.warning("%d stored documents are not in the source but were kept: a .jsonl file or line could "
+                    "not be read, and they may be in it; fix it and ingest again", len(gone))
+    else:
+        plan.to_delete = sorted(gone)
 
 
 def apply_sync(plan: SyncPlan, store: ChunkStore, chunker: TokenChunker, embedder: Embedder,
@@ -158,28 +165,7 @@ def apply_sync(plan: SyncPlan, store: ChunkStore, chunker: TokenChunker, embedde
     """Carry a plan out. Chunks of several small documents are embedded together (up to `embed_batch_chunks`);
     each document is still written in its own transaction, so a failure leaves it as it was."""
     report = SyncReport(unchanged=len(plan.unchanged), kept=plan.kept, failed=list(plan.failed))
-    pending: list[tuple[Document, list[Chunk], bool]] = []
-
-    def flush() -> None:
-        vectors = embedder.embed_documents([chunker.embedding_text(c) for _, chunks, _ in pending for c in chunks])
-        i = 0
-        for doc, chunks, is_new in pending:
-            embedded = [replace(c, embedding=tuple(float(x) for x in vectors[i + j])) for j, c in enumerate(chunks)]
-            i += len(chunks)
-            try:
-                report.chunks_written += store.upsert_document(doc, embedded)
-            except Exception as err:  # the document stays as it was: its transaction rolled back
-                log.error("failed to store %s: %s", doc.id, err)
-                report.failed.append(LoadFailure(doc.id, f"store error: {type(err).__name__}: {err}"))
-                continue
-            if is_new:
-                report.added += 1
-            else:
-                report.updated += 1
-            if on_progress:
-                on_progress(doc.id)
-        pending.clear()
-
+    batch = _WriteBatch(store, chunker, embedder, report, on_progress)
     for doc, is_new in [*((d, True) for d in plan.to_add), *((d, False) for d in plan.to_update)]:
         if not chunker.ready:  # outside the per-document try: a bad chunk size is a config error
             chunker.bind(untruncated_tokenizer(embedder.hf_tokenizer), embedder.max_seq_length)
@@ -191,14 +177,55 @@ def apply_sync(plan: SyncPlan, store: ChunkStore, chunker: TokenChunker, embedde
         if not chunks:
             report.failed.append(LoadFailure(doc.id, "empty: produced no chunks"))
             continue
-        pending.append((doc, chunks, is_new))
-        if sum(len(c) for _, c, _ in pending) >= embed_batch_chunks:
-            flush()
-    flush()
+        batch.add(doc, chunks, is_new)
+        if batch.chunks >= embed_batch_chunks:
+            batch.flush()
+    batch.flush()
     report.resplit = store.set_document_splits(plan.unchanged)  # changes only those that differ
     if plan.to_delete:
         report.deleted = store.delete_documents(plan.to_delete)
     return report
+
+
+@dataclass
+class _WriteBatch:
+    """Chunked documents waiting for one embedding call; each is then written in its own transaction."""
+
+    store: ChunkStore
+    chunker: TokenChunker
+    embedder: Embedder
+    report: SyncReport
+    on_progress: Callable[[str], None] | None = None
+    pending: list[tuple[Document, list[Chunk], bool]] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> int:
+        return sum(len(c) for _, c, _ in self.pending)
+
+    def add(self, doc: Document, chunks: list[Chunk], is_new: bool) -> None:
+        self.pending.append((doc, chunks, is_new))
+
+    def flush(self) -> None:
+        """Embed every pending chunk at once, then write document by document (a store error fails that one)."""
+        vectors = self.embedder.embed_documents([self.chunker.embedding_text(c)
+                                                 for _, chunks, _ in self.pending for c in chunks])
+        i = 0
+        for doc, chunks, is_new in self.pending:
+            embedded = [replace(c, embedding=tuple(float(x) for x in vectors[i + j])) for j, c in enumerate(chunks)]
+            i += len(chunks)
+            try:
+                self.report.chunks_written += self.store.upsert_document(doc, embedded)
+            except Exception as err:  # the document stays as it was: its transaction rolled back
+                log.error("failed to store %s: %s", doc.id, err)
+                self.report.failed.append(LoadFailure(doc.id, f"store error: {type(err).__name__}: {err}"))
+                continue
+            if is_new:
+                self.report.added += 1
+            else:
+                self.report.updated += 1
+            if self.on_progress:
+                self.on_progress(doc.id)
+        self.pending.clear()
 
 
 def sync_documents(

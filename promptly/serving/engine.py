@@ -1,6 +1,6 @@
 """What the API does, without HTTP: admission, retrieval, prompts, batched generation, conversations.
 
-The API (api.py) turns requests into calls here and results into OpenAI-shaped JSON; tests and the
+The API (api.py and its routes/) turns requests into calls here and results into OpenAI-shaped JSON; tests and the
 benchmark can drive the same objects. Retrieval and prompt rendering go through the one answer path
 (`Retriever`, `Answerer.render`), generation through the batcher's `generate`.
 """
