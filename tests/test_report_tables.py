@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import markdown
 import pytest
 from rich.console import Console
@@ -60,3 +63,23 @@ def test_worst_examples_are_named_by_document_title_and_ordinal() -> None:
 def test_reports_parse_back_through_the_helper() -> None:
     table = markdown_table(["metric", "value"], [("bleu", "0.1000"), ("rougeL", "0.2000")], align="lr")
     assert parse_markdown_table(table) == {"bleu": ["0.1000"], "rougeL": ["0.2000"]}
+
+
+def test_eval_compare_prints_a_table_and_writes_markdown(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from promptly.verbs.eval import run
+
+    for name, bleu in (("base", 0.1), ("tuned", 0.3)):
+        (tmp_path / name).mkdir()
+        report = {"settings": {"name": f"smollm2-{name}"}, **_report({"bleu": bleu, "rougeL": 0.2}, 4)}
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    cfg = OmegaConf.create({"compare": [str(tmp_path / "base"), str(tmp_path / "tuned")],
+                            "paths": {"output_dir": str(tmp_path / "out")}})
+    console = Console(width=80, record=True, color_system=None)
+    assert run(cfg, console) == {"compare": cfg.compare}
+    text = console.export_text()
+    assert "Runs compared" in text and "| metric |" not in text
+    assert any("bleu" in line and "+0.2000" in line for line in text.splitlines())
+    written = (tmp_path / "out" / "compare.md").read_text()
+    assert "| metric | smollm2-base | smollm2-tuned | Δ smollm2-tuned − smollm2-base |" in written

@@ -226,7 +226,10 @@ def comparison_console_table(runs: Mapping[str, ReportSource]) -> Table:
     """The comparison for a terminal: a rich table, which fits its columns to the width, where the Markdown
     table's long header line wraps unreadably at 80 columns."""
     header, rows, note = _comparison({name: load_report(src) for name, src in runs.items()})
-    table = Table(title="Runs compared", caption=note, caption_justify="left")
+    names = list(runs)
+    header = header[: len(names) + 1] + [f"Δ {n}" for n in names[1:]]  # the note names the baseline
+    baseline = f" Baseline: {names[0]}." if len(names) > 1 else ""
+    table = Table(title="Runs compared", caption=note + baseline, caption_justify="left")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:
