@@ -1,14 +1,12 @@
 """No secret reaches disk or the console, whichever verb runs: a password in a database URL, a Supabase
 service key, `sk-`/`hf_`/`KGAT_` tokens and a webhook URL are planted in the environment and on the
-command line, every verb in `VERBS` runs through the real CLI, and every file under the home folder
-plus everything printed is scanned for them."""
+command line, every verb in `VERBS` runs through the real CLI (each in its own process), and every file
+under the home folder plus everything printed is scanned for them."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from promptly.verbs.cli import VERBS
 
+from .cli_batch import run_promptly_many
 from .cloud.openai_server import OpenAIServer
 from .conftest import REPO_ROOT
 
@@ -38,11 +37,6 @@ def url_with_password(conninfo: str) -> str:
     params = conninfo_to_dict(conninfo)
     query = "&".join(f"{k}={params[k]}" for k in ("host", "port") if params.get(k))
     return f"postgresql://{params.get('user', 'postgres')}:{PASSWORD}@/{params['dbname']}?{query}"
-
-
-def run(args: list[str], home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "promptly", *args], cwd=home, env=env, capture_output=True,
-                          text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -90,14 +84,13 @@ def test_no_verb_writes_or_prints_a_secret(tmp_path: Path, pg_url: str) -> None:
         }
         missing = set(VERBS) - set(commands)
         assert not missing, f"add the new verb(s) {missing} to this test"
-        printed = []
-        for verb, args in commands.items():
-            result = run(args, home, env)
+        # each verb in a process of its own, forked from one that imported them all once (tests/cli_batch.py)
+        results, driver = run_promptly_many([*commands.values(), ["qa", "export", *store]], home, env,
+                                            tmp_path / "console")
+        printed = [driver]
+        for verb, result in zip([*commands, "qa export"], results, strict=True):
             assert result.returncode == 0, (verb, result.stderr[-3000:])
             printed.append(result.stdout + result.stderr)
-        export = run(["qa", "export", *store], home, env)
-        assert export.returncode == 0, export.stderr
-        printed.append(export.stdout + export.stderr)
     leaks = [(where_, fragment) for where_, text in [("console", "\n".join(printed)), *_files(home)]
              for fragment in FRAGMENTS if fragment in text]
     assert not leaks, leaks
