@@ -67,6 +67,35 @@ def test_a_misspelt_key_fails_naming_it(overrides: list[str], key: str, schema: 
     assert f"Key '{key}' not in '{schema}'" in str(err.value.__cause__)  # the schema refused it, not struct mode
 
 
+
+@pytest.mark.parametrize(("entry", "overrides", "key", "schema"), [
+    ("train", ["sed=1"], "sed", "TrainConfig"),
+    ("train", ["module.sampels=2"], "sampels", "ModuleConfig"),
+    ("ingest", ["task_nam=x"], "task_nam", "IngestEntryConfig"),
+    ("db", ["forse=true"], "forse", "DbConfig"),
+    ("bias", ["judge.devic=cpu"], "devic", "LocalJudgeConfig"),
+    ("bias", ["judge=openai_compatible", "judge.max_retrys=1"], "max_retrys", "OpenAIJudgeConfig"),
+    ("bias", ["judge=local_likelihood", "judge.baseline=x"], "baseline", "LikelihoodJudgeConfig"),
+    ("bias", ["bias_rubric.criterium=x"], "criterium", "RubricConfig"),
+    ("qa", ["qa_generator=local_hf", "qa_generator.max_new_token=5"], "max_new_token", "LocalHFGeneratorConfig"),
+    ("qa", ["qa_generator.concurency=2"], "concurency",
+     "OpenAICompatibleGeneratorConfig"),
+    ("ask", ["retrieval.kk=2"], "kk", "RetrievalSettings"),
+], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_every_entry_and_group_has_a_schema_that_refuses_a_misspelt_key(
+        entry: str, overrides: list[str], key: str, schema: str) -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(entry, overrides)
+    assert f"Key '{key}' not in '{schema}'" in str(err.value.__cause__)
+
+
+def test_the_retrieval_group_follows_the_model_s_data_settings_unless_set() -> None:
+    for entry in ("ask", "eval", "bias", "serve"):
+        cfg = compose(entry, ["data.retrieval.k=7", "data.retrieval.mode=text"])
+        assert (cfg.retrieval.k, str(cfg.retrieval.mode)) == (7, "text"), entry
+        cfg = compose(entry, ["data.retrieval.k=7", "retrieval.k=2"])
+        assert cfg.retrieval.k == 2, entry
+
 @pytest.mark.parametrize(("override", "key", "says"), [
     ("ingest.embed_batch_chunks=many", "ingest.embed_batch_chunks", "'many' of type 'str' could not be converted"),
     ("ingest.cleanup=sometimes", "ingest.cleanup", "expected one of [incremental, full, none]"),

@@ -25,6 +25,58 @@ class RubricConfig:
 
 
 @dataclass
+class LocalJudgeConfig:
+    """`judge=local_hf`: a causal LM in this process scores each answer from its next-token probabilities."""
+
+    _target_: str = "promptly.bias.judges.LocalJudge"
+    model: Any = None
+    """A model option (configs/model), e.g. model@judge.model=qwen2_5_0_5b."""
+    device: str | None = None
+    """null: cuda when available, else cpu."""
+    max_context_chars: int = 2000
+    """The retrieved context shown to the judge, cut to this many characters (0: the question alone)."""
+
+
+@dataclass
+class PairwiseJudgeConfig(LocalJudgeConfig):
+    """`judge=local_pairwise`: both answers shown, "which relies on a stereotype?", asked in both orders."""
+
+    _target_: str = "promptly.bias.pairwise.PairwiseJudge"
+
+
+@dataclass
+class LikelihoodJudgeConfig(LocalJudgeConfig):
+    """`judge=local_likelihood`: of two answers, the one the model itself expects more is the biased one."""
+
+    _target_: str = "promptly.bias.pairwise.LikelihoodJudge"
+    baseline_question: str | None = None
+    """A neutral question for PMI (e.g. "Who is one of the people mentioned?"); null: none."""
+
+
+@dataclass
+class OpenAIJudgeConfig:
+    """`judge=openai_compatible`: any OpenAI-compatible chat endpoint asked for a JSON score."""
+
+    _target_: str = "promptly.bias.judges.OpenAIJudge"
+    model: str = "gpt-4o-mini"
+    """The endpoint's model name."""
+    base_url: str | None = None
+    """null: api.openai.com."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the key (the key itself is never in a config)."""
+    temperature: float = 0.0
+    max_tokens: int = 256
+    json_mode: bool = True
+    """response_format={"type": "json_object"}; false for servers without it."""
+    timeout: float = 60.0
+    """Seconds per request."""
+    max_retries: int = 3
+    """Retries per request (timeouts, 429s, 5xx), exponential backoff with jitter."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+
+
+@dataclass
 class ProbeSettings:
     """Which counterfactual probes are asked."""
 

@@ -108,3 +108,16 @@ class SamplingConfig:
             raise ConfigError("sampling needs generation.temperature > 0 and 0 < generation.top_p <= 1")
         if self.repetition_penalty <= 0:
             raise ConfigError("generation.repetition_penalty must be positive (1 disables it)")
+
+
+@dataclass
+class ModuleConfig:
+    """`module` (configs/module): the Lightning module's own settings (promptly.model.module.RagLitModule)."""
+
+    _target_: str = "promptly.model.module.RagLitModule"
+    samples: int = 4
+    """Validation questions answered greedily at each validation end (0: none)."""
+    max_new_tokens: int = 64
+    """Tokens per greedy answer."""
+    scheduler_interval: str = "step"
+    """The scheduler steps per optimizer step (step) or per epoch (epoch)."""

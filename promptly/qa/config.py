@@ -27,6 +27,49 @@ MODES = ("auto", "answer_first", "full_pair")
 
 
 @dataclass
+class LocalHFGeneratorConfig:
+    """`qa_generator=local_hf`: a causal LM in this process (the packaged SmolLM2 by default)."""
+
+    _target_: str = "promptly.qa.generators.LocalHFGenerator"
+    model: Any = None
+    """A model option (configs/model)."""
+    max_new_tokens: int = 48
+    """Tokens per reply: a question for answer_first (full_pair needs ~512)."""
+    stop: list[str] | None = None
+    """End the reply at the first of these (null: only at max_new_tokens or the end of turn)."""
+    temperature: float = 0.0
+    """0: greedy; above 0 samples with the per-request seed."""
+    top_p: float = 1.0
+    device: str | None = None
+    """null: cuda when available, else cpu."""
+    inference_dtype: str = "auto"
+    """bfloat16 where native (AVX512-BF16, AMX, CUDA), else float32; or float32 / bfloat16."""
+
+
+@dataclass
+class OpenAICompatibleGeneratorConfig:
+    """`qa_generator=openai_compatible`: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
+
+    _target_: str = "promptly.qa.generators.OpenAICompatibleGenerator"
+    model: str = "gpt-4o-mini"
+    """The endpoint's model name."""
+    base_url: str | None = None
+    """null: api.openai.com."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the key (the key itself is never in a config)."""
+    temperature: float = 0.0
+    top_p: float | None = None
+    max_tokens: int = 1024
+    json_mode: bool = True
+    """response_format={"type": "json_object"}; false for servers without it."""
+    timeout: float = 120.0
+    """Seconds per request."""
+    max_retries: int = 2
+    concurrency: int = 8
+    """Requests in flight at once (vLLM and llama.cpp batch them; lower it for rate limits)."""
+
+
+@dataclass
 class PromptConfig:
     """The messages sent for one chunk (`qa.prompt`); {title} {section} {context} {n} {document_id}."""
 

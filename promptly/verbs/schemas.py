@@ -3,7 +3,10 @@ schema in Hydra's ConfigStore (imported by every entry point), so `promptly eval
 composition naming the valid keys.
 
 Group files name their schema first in their defaults list (`- base_data`), the pattern of Hydra's
-"static schema with many configs" tutorial, so `data.batch_szie=4` fails listing the valid keys.
+"static schema with many configs" tutorial, so `data.batch_szie=4` fails listing the valid keys. Names:
+a group's schema is `base_<what>` (stored in the group), an entry config's is `<verb>_schema`; every
+entry config lists its schema first and `_self_` last, except train.yaml, whose `_self_` comes right
+after the schema so that experiments (`# @package _global_`) override its run settings.
 """
 
 from __future__ import annotations
@@ -14,14 +17,21 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from promptly.bias.config import BiasConfig
+from promptly.bias.config import (
+    BiasConfig,
+    LikelihoodJudgeConfig,
+    LocalJudgeConfig,
+    OpenAIJudgeConfig,
+    PairwiseJudgeConfig,
+    RubricConfig,
+)
 from promptly.data.config import DataConfig
 from promptly.evaluation.config import MetricConfig, QuestionFileConfig
 from promptly.ingest.config import EmbedderConfig, IngestConfig
 from promptly.launch import config as launch_config  # noqa: F401  (registers hydra/launcher=kaggle's and launch's)
-from promptly.model.config import ModelConfig, PeftConfig, SamplingConfig
+from promptly.model.config import ModelConfig, ModuleConfig, PeftConfig, SamplingConfig
 from promptly.publish.config import PublishConfig
-from promptly.qa.config import QAConfig
+from promptly.qa.config import LocalHFGeneratorConfig, OpenAICompatibleGeneratorConfig, QAConfig
 from promptly.serving.config import ServeConfig, UiConfig
 from promptly.settings import ModelChoice, RetrievalSettings, VerbGroups
 from promptly.store.config import EmbeddedStoreConfig, PostgresStoreConfig, SupabaseStoreConfig
@@ -99,6 +109,78 @@ class RunsConfig:
     """Show at most this many rows."""
 
 
+@dataclass
+class TrainConfig:
+    """`promptly train`: the groups a run composes (each validated by its own schema) and the run's switches."""
+
+    paths: Any = None
+    store: Any = None
+    embedder: Any = None
+    data: Any = None
+    model: Any = None
+    module: Any = None
+    optim: Any = None
+    scheduler: Any = None
+    callbacks: Any = None
+    logger: Any = None
+    trainer: Any = None
+    task_name: str = "train"
+    """Names the run folder (logs/<task_name>/...)."""
+    tags: list[str] = field(default_factory=list)
+    """Extra W&B tags (the experiment, model, task and sweep are added automatically)."""
+    seed: int = 42
+    """Seeds everything (sampling order, dropout); the tiny model's init has its own seed."""
+    train: bool = True
+    """Run trainer.fit."""
+    test: bool = False
+    """Then evaluate the best checkpoint on the test split."""
+    ckpt_path: str | None = None
+    """Resume a crashed run: ckpt_path=<run dir>/checkpoints/last.ckpt."""
+    optimized_metric: str = "val/loss"
+    """What the entry point returns to sweepers (Optuna minimises it)."""
+    verbose: bool = False
+    """Print Lightning's model summary and W&B's end-of-run summary too."""
+    export: bool = True
+    """Save the final model (adapters or weights) + tokenizer, HF format, under <run>/model."""
+
+
+@dataclass
+class IngestEntryConfig:
+    """`promptly ingest`: documents -> chunks -> embeddings -> store (the `ingest` group has its own schema)."""
+
+    paths: Any = None
+    store: Any = None
+    embedder: Any = None
+    ingest: Any = None
+    task_name: str = "ingest"
+    """Names the run folder (logs/<task_name>/...)."""
+
+
+class DbAction(StrEnum):
+    migrate = "migrate"
+    """Apply the SQL migrations the store lacks."""
+    status = "status"
+    """Counts of documents, chunks, QA pairs, conversations; applied migrations."""
+    sql = "sql"
+    """Print the schema for the configured embedding dimension (starts no database)."""
+    stop = "stop"
+    """Stop the embedded Postgres server."""
+
+
+@dataclass
+class DbConfig:
+    """`promptly db migrate | status | sql | stop`."""
+
+    paths: Any = None
+    store: Any = None
+    embedder: Any = None
+    task_name: str = "db"
+    action: DbAction = DbAction.status
+    """The sub-command (the CLI's first argument)."""
+    force: bool = False
+    """db stop: stop the embedded server even while other processes use it."""
+
+
 def register_schemas() -> None:
     """Idempotent: storing a node again replaces it."""
     cs = ConfigStore.instance()
@@ -111,6 +193,18 @@ def register_schemas() -> None:
     cs.store(group="store", name="base_postgres_store", node=PostgresStoreConfig)
     cs.store(group="store", name="base_supabase_store", node=SupabaseStoreConfig)
     cs.store(group="generation", name="base_generation", node=SamplingConfig)
+    cs.store(group="retrieval", name="base_retrieval", node=RetrievalSettings)
+    cs.store(group="module", name="base_module", node=ModuleConfig)
+    cs.store(group="bias_rubric", name="base_bias_rubric", node=RubricConfig)
+    cs.store(group="judge", name="base_local_judge", node=LocalJudgeConfig)
+    cs.store(group="judge", name="base_pairwise_judge", node=PairwiseJudgeConfig)
+    cs.store(group="judge", name="base_likelihood_judge", node=LikelihoodJudgeConfig)
+    cs.store(group="judge", name="base_openai_judge", node=OpenAIJudgeConfig)
+    cs.store(group="qa_generator", name="base_local_hf_generator", node=LocalHFGeneratorConfig)
+    cs.store(group="qa_generator", name="base_openai_generator", node=OpenAICompatibleGeneratorConfig)
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="ingest_schema", node=IngestEntryConfig)
+    cs.store(name="db_schema", node=DbConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="ask_schema", node=AskConfig)
     cs.store(name="bias_schema", node=BiasConfig)
