@@ -158,28 +158,20 @@ class LocalHFClient:
         return list(self.tokenizer(self.render_prompt(messages) + suffix, add_special_tokens=False)["input_ids"])
 
     def generate(self, messages: Messages, seed: int) -> str:
-        import torch
+        """One reply through promptly's one generate (model/generation.py), so a judge or a QA generator
+        decodes exactly as evaluation and the server do; `seed` seeds sampling (temperature > 0)."""
+        from promptly.model.config import SamplingConfig
+        from promptly.model.generation import generate
 
-        prompt = self.render_prompt(messages)
-        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = self.prompt_ids(messages)
         limit = self.max_positions
-        if limit and ids.shape[1] + self.max_new_tokens > limit:
-            raise LLMClientError(f"prompt of {ids.shape[1]} tokens + max_new_tokens={self.max_new_tokens} "
+        if limit and len(ids) + self.max_new_tokens > limit:
+            raise LLMClientError(f"prompt of {len(ids)} tokens + max_new_tokens={self.max_new_tokens} "
                                  f"exceeds the model's {limit} positions")
-        ids = ids.to(self.model.device)
         sample = self.temperature > 0
-        pad = self.tokenizer.pad_token_id
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": sample, "num_beams": 1,
-                                  "eos_token_id": self.tokenizer.eos_token_id, "use_cache": True,
-                                  "pad_token_id": self.tokenizer.eos_token_id if pad is None else pad}
-        if sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
-        if self.stop:
-            kwargs.update(stop_strings=self.stop, tokenizer=self.tokenizer)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-        return str(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+        sampling = SamplingConfig(batch_size=1, max_new_tokens=self.max_new_tokens, do_sample=sample, seed=seed,
+                                  **({"temperature": self.temperature, "top_p": self.top_p} if sample else {}))
+        return generate(self.model, self.tokenizer, [ids], sampling, stop_strings=self.stop or ())[0]
 
     def next_token_probs(self, prompt_ids: Sequence[int]) -> Any:
         """The model's probability of every vocabulary token right after `prompt_ids` (one forward pass,

@@ -69,8 +69,10 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
 
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
-             on_token: TokenCallback | None = None, on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Answers for token-id prompts, in their order; each stops at the model's or tokenizer's eos.
+             on_token: TokenCallback | None = None, on_batch: Callable[[int], None] | None = None,
+             stop_strings: Sequence[str] = ()) -> list[str]:
+    """Answers for token-id prompts, in their order; each stops at the model's or tokenizer's eos, or
+    after the first of `stop_strings` (kept in the answer: a judge's or QA generator's one-line reply).
 
     Prompts of similar length are generated together (left-padded, masked), so a batch costs little
     more than its longest prompt; greedy answers equal one-at-a-time answers.
@@ -104,6 +106,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], cfg: 
                 kwargs["repetition_penalty"] = cfg.repetition_penalty
             if on_token is not None:
                 kwargs["streamer"] = _TokenStreamer(idx, stop, on_token)
+            if stop_strings:
+                kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  max_new_tokens=cfg.max_new_tokens, num_beams=1, eos_token_id=sorted(stop),
                                  pad_token_id=pad, use_cache=True, **kwargs)
