@@ -234,3 +234,10 @@ def test_ingest_with_the_cleanup_enum_from_config(tmp_path: Path, pg_url: str) -
     pruned = ingest("full")
     assert pruned.ok and pruned.sync.deleted == 1
     assert stored() == ({"proxy.md"}, 1)
+
+
+def test_ask_takes_a_metadata_filter_from_the_command_line() -> None:
+    """`filter={document_id: ...}` (the documented example) composes: a typed empty dict would refuse it."""
+    assert compose("ask", ["filter={document_id: driftsync/install.md}"]).filter == {
+        "document_id": "driftsync/install.md"}
+    assert compose("ask").filter is None

@@ -79,7 +79,7 @@ class AskConfig(VerbGroups, ModelChoice):
     format: OutputFormat = OutputFormat.text
     """text or json."""
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
-    filter: dict[str, Any] | None = None
+    filter: Any = None
     """Chunk metadata the sources must match, e.g. {document_id: driftsync/install.md}."""
 
 
