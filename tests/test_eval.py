@@ -160,6 +160,11 @@ def test_eval_end_to_end_on_a_smoke_checkpoint(
         value = saved["overall"][metric]
         row = next(line for line in markdown.splitlines() if re.match(rf"\|\s*{re.escape(metric)}\s*\|", line))
         assert f"{value:.4f}" in row, (metric, row)
+    # Worst examples and their retrieved chunks are named by document title and chunk ordinal, not by UUID.
+    headings = [line for line in markdown.splitlines() if line.startswith("### ")]
+    assert headings and all(re.match(r"### \d+\. .+ #\d+: ", h) for h in headings), headings
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", "\n".join(headings))
+    assert all(len(r["retrieved_chunk_labels"]) == len(r["retrieved_chunk_ids"]) for r in saved["per_example"])
     # The training run records the evaluation, so publishing finds the report it is judged by.
     records = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["report_json"] == str((out / "report.json").resolve())

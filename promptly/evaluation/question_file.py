@@ -31,6 +31,7 @@ from promptly.evaluation.report import fmt, settings_table
 from promptly.evidence import strip_markers
 from promptly.records import Answer
 from promptly.utils import text as textlib
+from promptly.utils.markdown import markdown_table
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def write_question_report(result: QuestionFileResult, out_dir: str | Path, setti
     json_path = out / "report.json"
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     lines = ["# Question-file evaluation\n", f"{len(result.per_example)} questions.\n",
-             "| metric | value | what it measures |", "| --- | ---: | --- |"]
-    lines += [f"| {k} | {fmt(v)} | {DESCRIPTIONS.get(k, '')} |" for k, v in result.overall.items()]
+             markdown_table(["metric", "value", "what it measures"],
+                            [(k, fmt(v), DESCRIPTIONS.get(k, "")) for k, v in result.overall.items()], align="lrl")]
     lines += ["", *worst_answers(result.per_example, n_worst), "## Settings\n", settings_table(settings)]
     md_path = out / "report.md"
     md_path.write_text("\n".join(lines), encoding="utf-8")
