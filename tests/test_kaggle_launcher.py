@@ -18,6 +18,7 @@ import pytest
 
 from promptly.utils.results import read_result
 
+from .cli_batch import run_promptly_many
 from .cloud.kaggle_server import KaggleServer
 from .test_train_common import REPO_ROOT, tiny_state  # noqa: F401
 from .test_train_multirun import wandb_run
@@ -153,27 +154,49 @@ def test_a_timed_out_kernel_fails_its_job_and_launch_pull_fetches_it_later(
     assert record["state"] == "COMPLETE" and record["pulled"]
 
 
-@pytest.mark.parametrize("case", ["no credentials", "refused credentials", "embedded store", "no dataset",
-                                  "secret override"])
-def test_a_launch_that_cannot_work_stops_before_any_push(case: str, tmp_path: Path) -> None:
-    env = _launcher_env(tmp_path)
-    extra: list[str] = []
-    expected = {"no credentials": "no Kaggle credentials", "refused credentials": "Kaggle refused",
-                "embedded store": "cannot reach it", "no dataset": "hydra.launcher.data.dataset=<owner>/<slug>",
-                "secret override": "holds a secret"}[case]
-    if case == "no credentials":
-        env = {k: v for k, v in env.items() if k not in ("KAGGLE_USERNAME", "KAGGLE_KEY")}
-    elif case == "refused credentials":
-        env["KAGGLE_KEY"] = "wrong-key-000000"
-    elif case == "embedded store":
-        extra = ["store=embedded"]
-    elif case == "no dataset":
-        extra = ["hydra.launcher.data.source=dataset", "store=embedded"]
-    else:
-        extra = [f"store.url='postgresql://u:{DB_PASSWORD}@db.example.com/x'"]
-    with KaggleServer(tmp_path / "kaggle", USER, KEY, base_env=_kernel_env(tmp_path)) as server:
-        proc = _single_job(tmp_path, extra, env)
+CANNOT_WORK = {"no credentials": "no Kaggle credentials", "refused credentials": "Kaggle refused",
+               "embedded store": "cannot reach it", "no dataset": "hydra.launcher.data.dataset=<owner>/<slug>",
+               "secret override": "holds a secret"}
+"""Each launch that cannot work, and what its one-line error must say."""
+
+
+@pytest.fixture(scope="module")
+def refused_launches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every case of CANNOT_WORK launched against one server, each `promptly train -m` in its own process
+    (forked from one driver: tests/cli_batch.py) with its own folder and credentials."""
+    tmp = tmp_path_factory.mktemp("kaggle-refused")
+    changes: list[dict[str, str | None]] = []
+    commands = []
+    for num, case in enumerate(CANNOT_WORK):
+        change: dict[str, str | None] = {}
+        extra: list[str] = []
+        if case == "no credentials":
+            change = {"KAGGLE_USERNAME": None, "KAGGLE_KEY": None}
+        elif case == "refused credentials":
+            change = {"KAGGLE_KEY": "wrong-key-000000"}
+        elif case == "embedded store":
+            extra = ["store=embedded"]
+        elif case == "no dataset":
+            extra = ["hydra.launcher.data.source=dataset", "store=embedded"]
+        else:
+            extra = [f"store.url='postgresql://u:{DB_PASSWORD}@db.example.com/x'"]
+        changes.append(change)
+        commands.append(["train", "-m", f"paths.log_dir={tmp / str(num) / 'logs'}", "store=postgres", *TRAIN,
+                         "optim.lr=0.003", "hydra/launcher=kaggle", "hydra.launcher.data.source=store", *FAST_POLL,
+                         *extra])
+    dirs = [tmp / str(num) for num in range(len(commands))]
+    for folder in dirs:
+        folder.mkdir()
+    with KaggleServer(tmp / "kaggle", USER, KEY, base_env=_kernel_env(tmp)) as server:
+        results, _ = run_promptly_many(commands, tmp, _launcher_env(tmp), tmp / "console", env_changes=changes,
+                                       cwds=dirs)
+    return {"procs": dict(zip(CANNOT_WORK, results, strict=True)), "server": server}
+
+
+@pytest.mark.parametrize("case", list(CANNOT_WORK))
+def test_a_launch_that_cannot_work_stops_before_any_push(case: str, refused_launches: dict[str, Any]) -> None:
+    proc, server = refused_launches["procs"][case], refused_launches["server"]
     assert proc.returncode != 0
-    assert expected in proc.stderr, proc.stderr[-2000:]
-    assert not any("SaveKernel" in r for r in server.requests) and not server.kernels
+    assert CANNOT_WORK[case] in proc.stderr, proc.stderr[-2000:]
+    assert not any("SaveKernel" in r for r in server.requests) and not server.kernels  # no case pushed
     assert "Traceback" not in proc.stderr and DB_PASSWORD not in proc.stderr + proc.stdout
