@@ -1,7 +1,7 @@
 """Several `promptly <verb> ...` command lines, each run in a process of its own, at the cost of one start-up.
 
 A test that runs many verbs through the real CLI pays torch + transformers + Lightning + Hydra imports (~5 s
-of CPU) once per verb. Here one driver process imports every verb module once and then forks one child per
+of CPU) once per verb. Here one driver process imports the verbs' modules once and then forks one child per
 command line; the child runs `promptly.verbs.cli.main` exactly as `python -m promptly` would (same argv, same
 environment, its own stdout/stderr and exit code, its atexit handlers on exit), so no state from one verb's
 run reaches the next: each child starts from the driver's freshly imported, never-run state.
@@ -27,8 +27,8 @@ quiet_libraries(False)  # what `promptly` does first (no -v): before the librari
 import promptly
 from promptly.verbs.cli import VERBS, main
 
-for verb in VERBS.values():
-    importlib.import_module(verb.module)
+for name in {args[0] for args in commands if args and args[0] in VERBS}:  # only the verbs that will run
+    importlib.import_module(VERBS[name].module)
 program = str(Path(promptly.__file__).parent / "__main__.py")  # sys.argv[0] of `python -m promptly`
 codes = []
 for i, args in enumerate(commands):
