@@ -25,7 +25,13 @@ The contenders:
   collator), the model's own loss;
 - trainer_grouped: the same Trainer as a user who cares about speed configures it, with its own length
   grouping (`train_sampling_strategy="group_by_length"`): the stronger baseline;
-- raw_loop: a hand-written PyTorch loop over exactly the batches promptly makes, with promptly's loss.
+- raw_loop: a hand-written PyTorch loop over exactly the batches promptly makes, with promptly's loss;
+- raw_loop_compiled (with --compile): the same loop with every decoder layer torch.compile'd in place
+  (regional compilation, as `model.compile` does in promptly). Each of its rounds starts from a reset
+  dynamo cache, so every round pays tracing; round 1 also starts from an empty inductor cache (a fresh
+  TORCHINDUCTOR_CACHE_DIR: a first run on a machine), later rounds reuse the on-disk kernels (a second
+  run). Its first step's time, the graphs compiled at each step (recompiles on new sequence lengths), and
+  the break-even against raw_loop (steps before the compile time is paid back) are printed.
 
 Each contender runs --rounds times, interleaved in an order that rotates every round (contention from
 other processes, rising or falling, hits all of them alike); the median and the best round are printed,
@@ -143,10 +149,16 @@ class Meter:
         self.warmup, self.steps, self.tokens = warmup, 0, 0
         self.start = self.end = 0.0
         self.profile, self.last = profile, last
+        self.begun = self.previous = time.perf_counter()
+        self.durations: list[float] = []
+        """Wall seconds of each step (the first one from the meter's creation, i.e. the model's build)."""
         self._profiler: Any = None
 
     def step(self, supervised: int) -> None:
         self.steps += 1
+        now = time.perf_counter()
+        self.durations.append(now - self.previous)
+        self.previous = now
         if self.steps == self.warmup:
             self.start = time.perf_counter()
             if self.profile:
@@ -201,19 +213,27 @@ def run_promptly(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: a
     return meter.rate
 
 
-def run_raw(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: argparse.Namespace) -> float:
+def run_raw(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: argparse.Namespace,
+            compiled: bool = False, log: list[dict[str, Any]] | None = None) -> float:
+    """The raw loop's supervised tokens/s; with `compiled`, its decoder layers are torch.compile'd and
+    each step's wall time and newly compiled graphs are appended to `log`."""
+    import torch._dynamo
+
     torch.manual_seed(args.seed)
+    if compiled:
+        torch._dynamo.reset()  # every compiled round traces again (the on-disk inductor cache stays)
     model = factory.build()
-    if args.compile:  # regional: each decoder layer compiled in place (the loss calls the decoder directly)
+    if compiled:  # regional: each decoder layer compiled in place (the loss calls the decoder directly)
         for layer in [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]:
-            layer.compile()
+            layer.compile(dynamic=args.compile_dynamic)
+    graphs = torch._dynamo.utils.counters["stats"]
     opt = _adamw(args)(params=[p for p in model.parameters() if p.requires_grad])
     args.optimizer_text = _optimizer_text(opt)
     batching = resolve_batching(Batching(args.batching), factory.attn_implementation)
     sampler = EpochBatchSampler(file.lengths, batching, args.batch_size, args.max_length, True, args.seed)
     collate = Collator(tokenizer.pad_token_id, packed=batching == Batching.packed)
     meter, epoch = Meter(args.warmup, "raw_loop" if args.profile else None, args.steps), 0
-    started = time.perf_counter()
+    seen = graphs["unique_graphs"]
     while meter.steps < args.steps:
         sampler.set_epoch(epoch)
         for rows in sampler:
@@ -225,8 +245,10 @@ def run_raw(factory: ModelFactory, tokenizer: Any, file: TokenFile, args: argpar
             opt.step()
             opt.zero_grad(set_to_none=True)
             meter.step(int(batch["n_supervised"]))
-            if meter.steps == 1 and args.compile:
-                print(f"raw_loop compiled: first step (compilation included) {time.perf_counter() - started:.1f} s")
+            if log is not None:
+                log.append({"seconds": meter.durations[-1], "graphs": graphs["unique_graphs"] - seen,
+                            "shape": tuple(batch["input_ids"].shape)})
+                seen = graphs["unique_graphs"]
             if meter.steps == args.steps:
                 break
         epoch += 1
@@ -318,14 +340,28 @@ def main() -> None:
                         help="auto: as promptly train resolves it on this machine (same for every contender)")
     parser.add_argument("--contenders", default="promptly,trainer,trainer_grouped,raw_loop")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the raw loop's decoder layers (the first step's time, compilation "
-                             "included, is printed); compare its rate with a run without")
+                        help="add the raw_loop_compiled contender (decoder layers torch.compile'd): first-step "
+                             "time, recompiles and the break-even against raw_loop are printed")
+    parser.add_argument("--compile-dynamic", default="auto", choices=["auto", "true", "false"],
+                        help="torch.compile's dynamic: auto (None: static first, dynamic after a shape "
+                             "changes), true (symbolic shapes from the start), false (one graph per shape)")
+    parser.add_argument("--compile-cache", default="fresh",
+                        help="fresh: an empty inductor cache (round 1 is a first run's compile time); default: "
+                             "torch's own; or a directory (run twice with it: the second run's round 1 is a "
+                             "later run's compile time, on-disk cache warm)")
     parser.add_argument("--profile", action="store_true",
                         help="torch.profiler over the timed steps of each contender: top ops by self CPU time")
     parser.add_argument("--threads", default="auto",
                         help="torch threads for every contender: auto (promptly's choice), or a number")
     args = parser.parse_args()
     args.optimizer_text = "?"
+    args.compile_dynamic = {"auto": None, "true": True, "false": False}[args.compile_dynamic]
+    if args.compile:
+        if "raw_loop_compiled" not in args.contenders:
+            args.contenders += ",raw_loop_compiled"
+        if args.compile_cache != "default":
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = (tempfile.mkdtemp(prefix="inductor-")
+                                                     if args.compile_cache == "fresh" else args.compile_cache)
     threads = resolve_threads(args.threads)
     torch.set_num_threads(threads.threads)
     print(f"torch threads: {threads.threads} ({threads.reason}); load average before "
@@ -371,14 +407,23 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
               f"{padding_waste(file, rand):.1%}")
         print(f"[{model}] load average before: {_load()}", flush=True)
         rates: dict[str, list[float]] = {name: [] for name in args.contenders.split(",")}
+        logs: dict[str, list[list[dict[str, Any]]]] = {"raw_loop": [], "raw_loop_compiled": []}
         names = list(rates)
         for r in range(args.rounds):
             # the order rotates round by round: load that rises or falls during a run favours no contender
             for name in names[r % len(names):] + names[:r % len(names)]:
                 if name == "promptly":
                     rate = run_promptly(factory, tokenizer, file, args, work / f"pl{r}")
-                elif name == "raw_loop":
-                    rate = run_raw(factory, tokenizer, file, args)
+                elif name in ("raw_loop", "raw_loop_compiled"):
+                    logs[name].append([])
+                    rate = run_raw(factory, tokenizer, file, args, compiled=name == "raw_loop_compiled",
+                                   log=logs[name][-1])
+                    if name == "raw_loop_compiled":
+                        steps = logs[name][-1]
+                        print(f"[{model}] round {r + 1}: raw_loop_compiled first step {steps[0]['seconds']:.1f} s "
+                              f"(build + compile); graphs compiled per step "
+                              f"{[s['graphs'] for s in steps]}; batch shapes {[s['shape'] for s in steps]}",
+                              flush=True)
                 else:
                     rate = run_hf_trainer(factory, tokenizer, file, args, work / f"hf{r}",
                                           grouped=name == "trainer_grouped")
@@ -389,12 +434,43 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
         for name, v in rates.items():
             print(f"[{model}] {name:15s} median {median[name]:8.1f}  best {max(v):8.1f}  worst {min(v):8.1f} "
                   "supervised tokens/s")
+        if logs["raw_loop"] and logs["raw_loop_compiled"]:
+            break_even(model, logs["raw_loop"], logs["raw_loop_compiled"], args.warmup)
         others = [n for n in ("trainer", "trainer_grouped", "raw_loop") if n in rates]
         if "promptly" not in rates:
             return {}
         print(f"[{model}] best-round ratios: " + " ".join(
             f"vs_{n}={max(rates['promptly']) / max(rates[n]):.2f}" for n in others))
         return {f"vs_{n}": median["promptly"] / median[n] for n in others}
+
+
+def break_even(model: str, eager: list[list[dict[str, Any]]], compiled: list[list[dict[str, Any]]],
+               warmup: int) -> None:
+    """Compile overhead (extra wall time of the warmup steps over eager, same batches, medians over
+    rounds) and the steps a run needs before the per-step saving of the timed steps pays it back."""
+    def warm(rounds: list[list[dict[str, Any]]]) -> list[float]:
+        return [sum(s["seconds"] for s in steps[:warmup]) for steps in rounds]
+
+    def steady(rounds: list[list[dict[str, Any]]]) -> float:
+        return statistics.median(statistics.mean(s["seconds"] for s in steps[warmup:]) for steps in rounds)
+
+    saving = steady(eager) - steady(compiled)
+    cold = warm(compiled)[0] - statistics.median(warm(eager))
+    warm_disk = statistics.median(warm(compiled)[1:]) - statistics.median(warm(eager)) if len(compiled) > 1 else None
+    print(f"[{model}] compile: steady step {steady(eager):.2f} s eager vs {steady(compiled):.2f} s compiled "
+          f"(median over rounds of the timed steps' mean); first {warmup} steps cost {cold:.1f} s more compiled "
+          "(empty cache)" + (f", {warm_disk:.1f} s more with the on-disk cache warm" if warm_disk is not None else ""))
+    paired = [statistics.mean(s["seconds"] for s in e[warmup:]) / statistics.mean(s["seconds"] for s in c[warmup:])
+              for e, c in zip(eager, compiled, strict=False)]
+    print(f"[{model}] compile: speed-up of the timed steps per round (eager / compiled step time, the two run "
+          f"back to back): {' '.join(f'{x:.2f}' for x in paired)}")
+    recompiles = [sum(1 for s in steps[1:] if s["graphs"]) for steps in compiled]
+    print(f"[{model}] compile: steps after the first that compiled new graphs, per round: {recompiles}")
+    if saving <= 0:
+        print(f"[{model}] compile: break-even never (compiled steps are not faster)")
+    else:
+        print(f"[{model}] compile: break-even after {warmup + cold / saving:.0f} steps (empty cache)"
+              + (f", {warmup + warm_disk / saving:.0f} steps (warm cache)" if warm_disk is not None else ""))
 
 
 if __name__ == "__main__":

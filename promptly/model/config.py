@@ -121,3 +121,6 @@ class ModuleConfig:
     """Tokens per greedy answer."""
     scheduler_interval: str = "step"
     """The scheduler steps per optimizer step (step) or per epoch (epoch)."""
+    compile: bool = False
+    """torch.compile each decoder layer for training (validation stays eager); off by default: on this CPU the
+    first run's compile (~3 min) is paid back only after ~50 SmolLM2 steps (benchmarks/README.md)."""

@@ -50,6 +50,17 @@ def fast_adam_kwargs(factory: Any, params: list[torch.nn.Parameter], fused_ok: b
     return {"foreach": True}
 
 
+def compile_decoder_layers(net: torch.nn.Module) -> int:
+    """torch.compile each decoder layer in place (regional compilation: one graph serves every layer, and
+    parameter names, so checkpoints, are unchanged), with symbolic sequence lengths so length-grouped
+    batches do not recompile. Returns how many layers were compiled. Why it is opt-in on a CPU:
+    benchmarks/README.md (compile time against the per-step saving)."""
+    layers = [m for m in net.modules() if type(m).__name__.endswith("DecoderLayer")]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
 class RagLitModule(L.LightningModule):
     """The model is built in configure_model (under the strategy, e.g. FSDP), not at instantiation."""
 
@@ -62,6 +73,7 @@ class RagLitModule(L.LightningModule):
         samples: int = 4,
         max_new_tokens: int = 64,
         scheduler_interval: str = "step",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.factory, self.tokenizer = model, tokenizer
@@ -70,6 +82,7 @@ class RagLitModule(L.LightningModule):
         if scheduler_interval not in ("step", "epoch"):
             raise ConfigError(f"module.scheduler_interval must be step or epoch, got {scheduler_interval!r}")
         self.scheduler_interval = scheduler_interval
+        self.compile_layers = compile
         self.net: torch.nn.Module | None = None
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.strict_loading = not model.adapter_only  # adapter-only checkpoints lack the frozen base
@@ -78,6 +91,20 @@ class RagLitModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.net is None:
             self.net = self.factory.build()
+            if self.compile_layers:
+                compile_decoder_layers(self.net)
+
+    # Compiled layers serve training only: validation, test and the greedy answers (no grad, a KV cache,
+    # one-token steps) would each compile graphs of their own for a handful of batches.
+    def on_validation_model_eval(self) -> None:
+        super().on_validation_model_eval()
+        if self.compile_layers:
+            torch.compiler.set_stance("force_eager")
+
+    def on_validation_model_train(self) -> None:
+        if self.compile_layers:
+            torch.compiler.set_stance("default")
+        super().on_validation_model_train()
 
     # -- loss ----------------------------------------------------------------------------------------
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,7 @@ def resolve_hardware(cfg: DictConfig, factory: ModelFactory) -> dict[str, Any]:
     resolved: dict[str, Any] = {"precision": choice.precision, "weight_dtype": choice.weight_dtype,
                                 "precision_reason": choice.reason}
     resolved.update(torch_threads=threads.threads, threads_reason=threads.reason)
+    resolved["compile"] = bool(cfg.get("module", {}).get("compile", False))  # opt-in: benchmarks/README.md
     return resolved
 
 
