@@ -15,7 +15,7 @@ from promptly.errors import DocumentError, InputNotFoundError
 from promptly.records import Document, sha256_hex
 from promptly.textsafe import clean_text, clean_value
 
-SUPPORTED_SUFFIXES = (".md", ".markdown", ".mdx", ".txt", ".html", ".htm", ".pdf", ".jsonl")
+SUPPORTED_SUFFIXES = (".md", ".markdown", ".mdx", ".rst", ".txt", ".html", ".htm", ".pdf", ".jsonl")
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,12 @@ def _extract(raw: bytes, suffix: str, path: Path) -> tuple[str, str, dict[str, A
         title, text = mdx_to_markdown(_decode(raw))
         title = title or _markdown_title(text) or path.stem.replace("-", " ").replace("_", " ")
         fmt = "markdown"  # what the text is once the JSX is out (the chunker splits it by headings)
+    elif suffix == ".rst":
+        from promptly.ingest.rst import rst_to_markdown
+
+        title, text = rst_to_markdown(_decode(raw))
+        title = title or path.stem.replace("-", " ").replace("_", " ")
+        fmt = "markdown"  # docutils' HTML back to text with `#` headings, like an .html page
     else:
         text = _decode(raw)
         fmt = "markdown" if suffix in (".md", ".markdown") else "text"
