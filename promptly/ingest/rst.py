@@ -38,8 +38,9 @@ _REGISTRY_LOCK = threading.Lock()
 def rst_to_markdown(source: str) -> tuple[str, str]:
     """Title (the document's title) and Markdown-ish text of a reStructuredText page.
 
-    Parsed quietly: nothing is printed for markup docutils does not know. A severe error (inconsistent
-    title levels, a broken structure docutils cannot represent) raises DocumentError naming it.
+    Parsed quietly: nothing is printed for markup docutils does not know, and what docutils reports as an
+    error (an unknown substitution, a skipped title level) costs only that piece. A severe error, or a
+    crash inside docutils, raises DocumentError naming it, so the file is reported and skipped.
     """
     from docutils.core import publish_parts
     from docutils.utils import SystemMessage
@@ -61,7 +62,6 @@ def rst_to_markdown(source: str) -> tuple[str, str]:
         "initial_header_level": 1,
         "syntax_highlight": "none",  # code blocks as plain text, not split into token spans
         "traceback": True,  # a halt raises SystemMessage instead of exiting the process
-        "input_encoding": "unicode",
     }
     try:
         with _sphinx_names(source):
