@@ -162,6 +162,13 @@ def resolved(cfg):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def packaged_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One converted-model cache (PackagedModelConfig.cache_dir) for the session: the packaged SmolLM2's GGUF
+    is dequantized into it by its first user (~20 s, as on a machine's first run) and read by the others."""
+    return tmp_path_factory.mktemp("packaged-models")
+
+
+@pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The packaged all-MiniLM-L6-v2, loaded once per session."""
     from promptly.ingest.embedding import Embedder

@@ -22,10 +22,10 @@ HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")
-def factory(tmp_path_factory: pytest.TempPathFactory) -> ModelFactory:
-    """The packaged model, converted once into this module's own cache (as the first run on a machine)."""
-    cache = tmp_path_factory.mktemp("models")
-    return ModelFactory(HUB_ID, packaged=PackagedModelConfig(cache_dir=str(cache)), dtype="float32",
+def factory(packaged_model_cache: Path) -> ModelFactory:
+    """The packaged model, converted once into the session's cache by its first user (as the first run on a
+    machine; in a full run, this module)."""
+    return ModelFactory(HUB_ID, packaged=PackagedModelConfig(cache_dir=str(packaged_model_cache)), dtype="float32",
                         peft={"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0,
                               "target_modules": ["q_proj", "v_proj"]})
 

@@ -154,7 +154,7 @@ def test_a_vague_question_is_rejected_when_another_sentence_answers_it(
 
 @pytest.mark.slow
 def test_packaged_model_writes_questions_that_pass_the_round_trip(
-        tmp_path_factory: pytest.TempPathFactory, pg_store: PostgresStore, embedder: Embedder,
+        packaged_model_cache: Path, pg_store: PostgresStore, embedder: Embedder,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The offline default (qa_generator=local_hf: the packaged SmolLM2-135M-Instruct, nothing from the
     Hub) on one product of the sample corpus: some pairs are accepted, each passing the round trip."""
@@ -173,7 +173,7 @@ def test_packaged_model_writes_questions_that_pass_the_round_trip(
     assert sync_documents(load_source(source, chunker.fingerprint()), pg_store, chunker, embedder).ok
     chunks = {c.id: c for c in pg_store.iter_chunks()}
     factory = ModelFactory("HuggingFaceTB/SmolLM2-135M-Instruct", dtype="float32",
-                           packaged=PackagedModelConfig(cache_dir=str(tmp_path_factory.mktemp("models"))),
+                           packaged=PackagedModelConfig(cache_dir=str(packaged_model_cache)),
                            peft={"method": "full", "r": None, "alpha": None, "dropout": None, "target_modules": None})
     generator = LocalHFGenerator(factory, max_new_tokens=48, stop=["?"], inference_dtype="auto")
     cfg = GenerationConfig(per_document=1, pairs_per_chunk=2)
