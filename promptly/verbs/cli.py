@@ -154,7 +154,7 @@ def run_entry(entry_main: Callable[[], object]) -> None:
     os.environ[CLI_RAISES_ENV] = "1"
     try:
         entry_main()
-    except (PromptlyError, Exception) as err:
+    except Exception as err:  # a PromptlyError here came from a multirun job (the entry prints single runs)
         message = redact_text(str(err)) if isinstance(err, PromptlyError) else explain(err)
         if message is None:
             raise
