@@ -77,3 +77,135 @@ def run_promptly_many(commands: Sequence[Sequence[str]], cwd: Path, env: dict[st
                                            (out_dir / f"{i}.err").read_text())
                for i, args in enumerate(commands)]
     return results, driver.stdout + driver.stderr
+
+
+SERVER = r"""
+import importlib, json, os, sys
+from pathlib import Path
+
+replies = os.fdopen(int(sys.argv[1]), "w", buffering=1)
+base = dict(os.environ)  # the environment this driver started with: each command's changes are against it
+from promptly.utils.log_setup import quiet_libraries
+
+quiet_libraries(False)  # what `promptly` does first (no -v): before the libraries it quiets are imported
+import promptly
+from promptly.verbs.cli import VERBS, main
+
+for name in VERBS:
+    importlib.import_module(VERBS[name].module)
+program = str(Path(promptly.__file__).parent / "__main__.py")  # sys.argv[0] of `python -m promptly`
+sys.stdout.flush()
+sys.stderr.flush()
+replies.write(json.dumps({"ready": True}) + "\n")
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        replies.close()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        for fd, stream in ((1, "out"), (2, "err")):
+            target = os.open(job["out"] + "." + stream, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        for key in set(base) - set(job["env"]):
+            os.environ.pop(key, None)
+        os.environ.update({k: v for k, v in job["env"].items() if base.get(k) != v})
+        os.chdir(job["cwd"])
+        sys.argv = [program, *job["args"]]
+        main()  # its SystemExit (or an uncaught error) ends this child like the end of a real process
+        sys.exit(0)
+    replies.write(json.dumps({"pid": pid}) + "\n")
+    _, status = os.waitpid(pid, 0)
+    replies.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+"""
+
+
+class PromptlyRunner:
+    """`promptly <args>` command lines run one after another, each in a process of its own forked from one
+    long-lived driver that imported every verb once (as `run_promptly_many`, but a command at a time, so
+    tests can run commands between their own steps).
+
+    Each command gets the environment it is given (its differences from the driver's starting environment
+    applied in the child before it starts: only for variables nothing imports reads at import time), its
+    working folder, its own stdout/stderr and exit code. Whatever the driver printed while importing (what a
+    fresh `promptly` process would print before its verb runs) is put in front of each command's stderr."""
+
+    def __init__(self, out_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        import os
+
+        self.out_dir, self.count = out_dir, 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        self._log = (out_dir / "driver.log").open("w")
+        self._proc = subprocess.Popen([sys.executable, "-c", SERVER, str(write_fd)], stdin=subprocess.PIPE,
+                                      stdout=self._log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                                      env=dict(env) if env is not None else None, text=True)
+        os.close(write_fd)
+        self._replies = os.fdopen(read_fd, "r")
+        self._reply(timeout=600)  # ready: every verb imported
+        self._log.flush()
+        self.preamble = (out_dir / "driver.log").read_text()
+
+    def _reply(self, timeout: float) -> dict[str, int]:
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._replies, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise subprocess.TimeoutExpired("promptly driver", timeout)
+        line = self._replies.readline()
+        if not line:
+            raise RuntimeError(f"the promptly driver exited: {(self.out_dir / 'driver.log').read_text()[-3000:]}")
+        return json.loads(line)
+
+    def run(self, args: Sequence[str], cwd: Path, env: Mapping[str, str],
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run `promptly <args>` in `cwd` with exactly `env`, as `subprocess.run(..., capture_output=True)`."""
+        import os
+        import signal
+
+        self.count += 1
+        out = self.out_dir / str(self.count)
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": dict(env),
+                                           "out": str(out)}) + "\n")
+        self._proc.stdin.flush()
+        pid = self._reply(timeout=60)["pid"]
+        try:
+            code = self._reply(timeout=timeout)["code"]
+        except subprocess.TimeoutExpired:
+            os.kill(pid, signal.SIGKILL)
+            self._reply(timeout=60)
+            raise subprocess.TimeoutExpired(["promptly", *args], timeout) from None
+        stdout = Path(f"{out}.out").read_text()
+        stderr = Path(f"{out}.err").read_text()
+        return subprocess.CompletedProcess(["promptly", *args], code, stdout, self.preamble + stderr)
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=60)
+        self._replies.close()
+        self._log.close()
+
+
+_shared: PromptlyRunner | None = None
+
+
+def shared_runner() -> PromptlyRunner:
+    """The session's one runner, started on first use (from the test session's environment) and closed by
+    `close_shared_runner` at the end of the session (tests/conftest.py)."""
+    global _shared
+    if _shared is None:
+        import tempfile
+
+        _shared = PromptlyRunner(Path(tempfile.mkdtemp(prefix="promptly-runner-")))
+    return _shared
+
+
+def close_shared_runner() -> None:
+    global _shared
+    if _shared is not None:
+        _shared.close()
+        _shared = None

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -40,6 +41,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if old.name[4:].isdigit() and not psutil.pid_exists(int(old.name[4:])):
             shutil.rmtree(old, ignore_errors=True)
     config.option.basetemp = str(root / f"run-{os.getpid()}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the driver that forked the tests' `promptly` command lines (tests/cli_batch.py), if one started."""
+    from tests.cli_batch import close_shared_runner
+
+    close_shared_runner()
 
 
 def shipped_migrations() -> tuple[str, ...]:
@@ -211,3 +219,74 @@ def ingested_store(ingested_url: str) -> Iterator[PostgresStore]:
     store = PostgresStore(ingested_url, embedding_dim=DIM)
     yield store
     store.close()
+
+
+# -- A 10,000-chunk store for query-plan tests (tests/test_retrieval_explain.py, tests/test_store_owner_plans.py) --
+PLAN_WORDS = ["proxy", "backup", "replica", "timeout", "port", "server", "option", "version", "storage", "night",
+              "request", "upstream", "primary", "monthly", "snapshot", "cluster", "token", "cache", "index", "queue"]
+
+
+def _vacuum(conn: psycopg.Connection, tables: tuple[str, ...]) -> None:
+    """As autovacuum would: statistics and the visibility map the planner and index-only scans rely on."""
+    conn.autocommit = True
+    for table in tables:
+        conn.execute(f"vacuum analyze {table}")
+    conn.autocommit = False
+
+
+@pytest.fixture(scope="session")
+def big_store_url(pg_server: EmbeddedPostgresStore) -> str:
+    """A database of 10,000 chunks (built once a session): enough rows that the indexes are the planner's
+    cheapest path, as in a real store. Tests only read from it (their plans are explained, then rolled back)."""
+    admin_url = pg_server.start()
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute('create database "big_store"')
+    url = _database_url(admin_url, "big_store")
+    rng = np.random.default_rng(0)
+    with PostgresStore(url, embedding_dim=DIM) as store:
+        store.migrate()
+        conn = store.conn
+        with conn.transaction():
+            conn.execute("drop index chunks_embedding_hnsw")  # built once after the load: much faster
+            conn.execute("insert into documents (id, source, uri, title, content_hash)"
+                         " select 'doc' || i, 'test', 'file://' || i, 'doc', 'h' from generate_series(0, 999) i")
+            with conn.cursor().copy("copy chunks (id, document_id, ordinal, content, token_count, embedding)"
+                                    " from stdin") as copy:
+                for i in range(10_000):
+                    vector = rng.normal(size=DIM)
+                    text = " ".join(rng.choice(PLAN_WORDS, size=40)) + f" unique{i}"
+                    copy.write_row((f"{i:032x}", f"doc{i // 10}", i % 10, text, 41,
+                                    "[" + ",".join(f"{x:.4f}" for x in vector) + "]"))
+            conn.execute("create index chunks_embedding_hnsw on chunks using hnsw (embedding vector_cosine_ops)")
+        _vacuum(conn, ("chunks", "fts_postings", "fts_lexemes"))
+    return url
+
+
+@pytest.fixture(scope="session")
+def owned_store_url(pg_server: EmbeddedPostgresStore, big_store_url: str) -> str:
+    """A copy of the 10,000-chunk database (Postgres template copy) whose first 2,000 chunks, all of one
+    region of the graph, are owned by alice."""
+    admin_url = pg_server.start()
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute('create database "owned_store" template "big_store"')
+    url = _database_url(admin_url, "owned_store")
+    with psycopg.connect(url) as conn:
+        with conn.transaction():
+            conn.execute("""update chunks set metadata = '{"owner": "alice"}'
+                            where id in (select id from chunks order by id limit 2000)""")
+        _vacuum(conn, ("chunks",))
+    return url
+
+
+@pytest.fixture
+def big_store(big_store_url: str) -> Iterator[PostgresStore]:
+    """The 10,000-chunk store, on a connection of this test's own."""
+    with PostgresStore(big_store_url, embedding_dim=DIM) as store:
+        yield store
+
+
+@pytest.fixture
+def owned_store(owned_store_url: str) -> Iterator[PostgresStore]:
+    """The 10,000-chunk store with alice's 2,000 chunks, on a connection of this test's own."""
+    with PostgresStore(owned_store_url, embedding_dim=DIM) as store:
+        yield store

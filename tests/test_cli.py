@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,14 @@ from promptly.store.base import StoreConnectionError
 from promptly.store.postgres import PostgresStore
 from promptly.verbs.cli import VERBS, main
 
-PROMPTLY = [sys.executable, "-m", "promptly"]
+from .cli_batch import shared_runner
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`promptly <args>` in a process of its own (forked from the session's driver, which imported the verbs
+    once: tests/cli_batch.py), with PROMPTLY_HOME at `cwd`."""
     env = {**os.environ, "PROMPTLY_HOME": str(cwd), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([*PROMPTLY, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return shared_runner().run(args, cwd, env, timeout=600)
 
 
 def test_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:

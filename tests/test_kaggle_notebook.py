@@ -9,6 +9,7 @@ and must produce exactly what the launcher collects: a ./job run folder and noth
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -26,6 +27,7 @@ TINY = ["model=tiny", "trainer=cpu", "logger=csv", "trainer.enable_progress_bar=
         "trainer.enable_model_summary=false", "model.tiny.num_hidden_layers=2", "data.max_length=160",
         "data.retrieval.k=1", "data.limit.train=16", "data.limit.validation=4", "data.limit.test=0",
         "trainer.max_epochs=1", "module.samples=2", "module.max_new_tokens=8", "export=false"]
+PRODUCT = "quillmq"
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, env: dict[str, str]) -> nbformat.NotebookNode:
@@ -42,9 +44,13 @@ def test_the_rendered_kernel_notebook_produces_what_the_launcher_collects(tmp_pa
     inputs, work, home = tmp_path / "input", tmp_path / "working", tmp_path / "home"
     inputs.mkdir()
     work.mkdir()
-    (inputs / "sample-docs").symlink_to(REPO_ROOT / "sample_data", target_is_directory=True)
+    dataset = inputs / "sample-docs"  # one product of the sample corpus (a short ingest) and its QA pairs
+    shutil.copytree(REPO_ROOT / "sample_data" / "docs" / PRODUCT, dataset / "docs" / PRODUCT)
+    pairs = (REPO_ROOT / "sample_data" / "qa.jsonl").read_text().splitlines(keepends=True)
+    (dataset / "qa.jsonl").write_text("".join(p for p in pairs if f'"document_id": "{PRODUCT}/' in p))
     env = {**os.environ, "PROMPTLY_KAGGLE_INPUT": str(inputs), "PROMPTLY_HOME": str(home), "WANDB_MODE": "offline"}
-    job = KernelJob(ref="tester/promptly-nb-0", install=[], secrets=["WANDB_API_KEY"], overrides=TINY,
+    job = KernelJob(ref="tester/promptly-nb-0", install=[], secrets=["WANDB_API_KEY"],
+                    overrides=[*TINY, "data.validation_split=train"],  # one product: too few documents to split
                     data_dataset="tester/sample-docs")
     nb = execute(nbformat.from_dict(render(job)), work, env)
 

@@ -83,7 +83,8 @@ def test_the_wheel_composes_finds_its_plugin_and_trains_from_an_empty_folder(tmp
     promptly = str(venv / "bin" / "promptly")
     _run([promptly, "ingest", "ingest.progress=false"], work, env)
     _run([promptly, "train", "experiment=smoke", "trainer.max_epochs=1", "logger=csv",
-          "trainer.enable_progress_bar=false"], work, env)
+          "trainer.enable_progress_bar=false", "data.limit.train=16", "data.limit.validation=4",
+          "data.limit.test=0"], work, env)
     (result,) = work.glob("logs/train/runs/*/result.json")
     assert '"status": "ok"' in result.read_text()
     assert list(result.parent.glob("checkpoints/*.ckpt"))

@@ -12,8 +12,6 @@ notice sent to this client, so these are the plans of the function itself and no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import psycopg
 import pytest
@@ -24,33 +22,6 @@ from promptly.store.postgres import PostgresStore
 from .conftest import DIM
 
 ZERO = (0.0,) * DIM
-
-WORDS = ["proxy", "backup", "replica", "timeout", "port", "server", "option", "version", "storage", "night",
-         "request", "upstream", "primary", "monthly", "snapshot", "cluster", "token", "cache", "index", "queue"]
-
-
-@pytest.fixture
-def big_store(pg_store: PostgresStore) -> Iterator[PostgresStore]:
-    """10,000 chunks: enough rows that the indexes are the planner's cheapest path, as in a real store."""
-    rng = np.random.default_rng(0)
-    conn = pg_store.conn
-    with conn.transaction():
-        conn.execute("drop index chunks_embedding_hnsw")  # built once after the load: much faster
-        conn.execute("insert into documents (id, source, uri, title, content_hash)"
-                     " select 'doc' || i, 'test', 'file://' || i, 'doc', 'h' from generate_series(0, 999) i")
-        with conn.cursor().copy("copy chunks (id, document_id, ordinal, content, token_count, embedding)"
-                                " from stdin") as copy:
-            for i in range(10_000):
-                vector = rng.normal(size=DIM)
-                text = " ".join(rng.choice(WORDS, size=40)) + f" unique{i}"
-                copy.write_row((f"{i:032x}", f"doc{i // 10}", i % 10, text, 41,
-                                "[" + ",".join(f"{x:.4f}" for x in vector) + "]"))
-        conn.execute("create index chunks_embedding_hnsw on chunks using hnsw (embedding vector_cosine_ops)")
-    conn.autocommit = True
-    for table in ("chunks", "fts_postings", "fts_lexemes"):  # as autovacuum would: statistics, visibility map
-        conn.execute(f"vacuum analyze {table}")
-    conn.autocommit = False
-    yield pg_store
 
 
 def nested_plans(conn: psycopg.Connection, mode: SearchMode, text: str) -> str:

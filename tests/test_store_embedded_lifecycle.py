@@ -14,7 +14,9 @@ from pathlib import Path
 from promptly.store.embedded import HANDLES_FILE, running_postmaster
 
 from .conftest import SAMPLE_DOCS
-from .test_cli import PROMPTLY, run_cli
+from .test_cli import run_cli
+
+PROMPTLY = [sys.executable, "-m", "promptly"]
 
 HOLDER = """
 import sys, time

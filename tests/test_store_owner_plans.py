@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import psycopg
-import pytest
 
 from promptly.records import SearchMode
 from promptly.store.postgres import PostgresStore
 
 from .conftest import DIM
-from .test_retrieval_explain import assert_postings_ranking, big_store  # noqa: F401  (a fixture)
+from .test_retrieval_explain import assert_postings_ranking
 
 
 def viewer_plans(conn: psycopg.Connection, mode: SearchMode, text: str, vector: np.ndarray,
@@ -34,19 +33,6 @@ def ranking_plans(plans: str) -> str:
     """The plans without the one-row check whether any chunk has an owner: where many do, a sequential scan
     that stops at the first is its cheapest plan (the no-owner case is tested on its own, below)."""
     return "duration:".join(block for block in plans.split("duration:") if "_scoped :=" not in block)
-
-
-@pytest.fixture
-def owned_store(big_store: PostgresStore) -> PostgresStore:  # noqa: F811
-    """The 10,000-chunk store with its first 2,000 chunks (all of one region of the graph) owned by alice."""
-    conn = big_store.conn
-    with conn.transaction():
-        conn.execute("""update chunks set metadata = '{"owner": "alice"}'
-                        where id in (select id from chunks order by id limit 2000)""")
-    conn.autocommit = True
-    conn.execute("vacuum analyze chunks")
-    conn.autocommit = False
-    return big_store
 
 
 def alice_vector(store: PostgresStore) -> np.ndarray:
@@ -83,7 +69,7 @@ def test_text_search_with_a_viewer_reads_only_the_postings_index_and_probes_cand
         assert len(rows) == found and all(owner == "" for _, owner in rows), (text, rows)
 
 
-def test_a_store_without_owners_answers_the_owner_check_from_the_gin_index(big_store: PostgresStore) -> None:  # noqa: F811
+def test_a_store_without_owners_answers_the_owner_check_from_the_gin_index(big_store: PostgresStore) -> None:
     plans, rows = viewer_plans(big_store.conn, "text", "proxy backup", np.zeros(DIM, dtype=np.float32), "")
     assert "chunks_metadata_gin" in plans, plans
     assert_postings_ranking(plans)
