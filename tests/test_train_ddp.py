@@ -4,11 +4,12 @@ Lightning's ddp strategy re-launches the process's command line for rank 1, so t
 subprocess: the first through the promptly command itself (`python -m promptly train`, the README's way),
 whose re-launched ranks must still know their verb, the others through the verb's own module
 (`python -m promptly.verbs.train <overrides>`).
-Each rank records, per batch, the examples it saw (a hash of each example's tokens) and its loss; the
-checks: every rank gets its own share of each epoch's batch plan and nothing is seen twice; two ranks of
-batch b match one process with batch b and two accumulated micro-batches (the same global batch, the
-same examples in the same steps); a two-process run killed mid-epoch resumes from last.ckpt where it
-stopped.
+Each rank records, per batch, the examples it saw (a hash of each example's tokens) and its loss. One
+two-process run is killed right after step 3 (a preempted machine) and resumed from its last.ckpt (step 2);
+one process with the same global batch (batch b, two accumulated micro-batches) is the reference. The
+checks: the resumed run repeats the interrupted step exactly and goes on to the end; every rank gets its own
+share of each epoch's batch plan and nothing is seen twice; and the two ranks, across the crash, saw the same
+examples in the same steps with the same losses as the one process.
 """
 
 from __future__ import annotations
@@ -106,28 +107,49 @@ def by_rank(lines: list[dict[str, Any]], rank: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def ddp_run(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
-    """Two CPU processes of batch 4 (a global batch of 8), two epochs of four steps, started as
-    `promptly train trainer=ddp ...`: Lightning re-runs the process's command line for rank 1, which must still
-    name the verb (`run_cli` fails on "unknown verb" and on a rank left waiting)."""
+def ddp_runs(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+    """Two CPU processes of batch 4 (a global batch of 8), two epochs of four steps: started as
+    `promptly train trainer=ddp ...` (`run_cli` fails on "unknown verb" and on a rank left waiting), killed
+    after step 3, resumed from last.ckpt; and one process of batch 4 accumulating two micro-batches."""
     tmp = tmp_path_factory.mktemp("ddp")
-    proc, run_dir = run_cli("ddp", tmp, ingested_url, tiny_state, *DDP, "data.batch_size=4",
-                            module="promptly")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"tmp": tmp, "dir": run_dir, "lines": records(run_dir)}
+    crashed, crashed_dir = run_cli("crashed", tmp, ingested_url, tiny_state, *DDP, "data.batch_size=4",
+                                   f"+callbacks.crash._target_={__name__}.CrashAt", module="promptly")
+    last = crashed_dir / "checkpoints" / "last.ckpt"
+    resumed, resumed_dir = run_cli("resumed", tmp, ingested_url, tiny_state, *DDP, "data.batch_size=4",
+                                   f"ckpt_path={last}")
+    one, one_dir = run_cli("one", tmp, ingested_url, tiny_state, "data.batch_size=4",
+                           "trainer.accumulate_grad_batches=2")
+    return {"crashed": crashed, "crashed_lines": records(crashed_dir), "last": last, "resumed": resumed,
+            "resumed_dir": resumed_dir, "resumed_lines": records(resumed_dir), "one": one, "one_dir": one_dir,
+            "one_lines": records(one_dir)}
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_where_it_stopped(ddp_runs: dict[str, Any]) -> None:
+    crashed = ddp_runs["crashed"]
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr, crashed.stderr[-4000:]
+    assert ddp_runs["last"].is_file()
+    assert ddp_runs["resumed"].returncode == 0, ddp_runs["resumed"].stderr[-4000:]
+    for rank in (0, 1):
+        before = by_rank(ddp_runs["crashed_lines"], rank)
+        after = by_rank(ddp_runs["resumed_lines"], rank)
+        assert [r["step"] for r in before] == [1, 2, 3]  # both ranks ran (rank 1 re-launched), then the crash
+        assert [r["step"] for r in after] == list(range(3, 9))  # from the checkpoint at step 2, mid-epoch 0
+        # the step the crash interrupted is repeated exactly: same examples, same loss
+        assert after[0]["examples"] == before[2]["examples"]
+        assert after[0]["loss"] == pytest.approx(before[2]["loss"], rel=1e-4)
 
 
 @pytest.mark.slow
 def test_two_processes_share_each_epoch_and_learn_as_one_process_with_the_same_global_batch(
-        ddp_run: dict[str, Any], ingested_url: str, tiny_state: Path) -> None:  # noqa: F811
-    lines = ddp_run["lines"]
+        ddp_runs: dict[str, Any]) -> None:
+    """Steps 1-2 of the killed run and 3-8 of its resumed run: one two-process run across the crash."""
+    assert ddp_runs["one"].returncode == 0, ddp_runs["one"].stderr[-4000:]
+    lines = [r for r in ddp_runs["crashed_lines"] if r["step"] <= 2] + ddp_runs["resumed_lines"]
     ranks = [by_rank(lines, 0), by_rank(lines, 1)]
     for rank in ranks:
         assert [r["step"] for r in rank] == list(range(1, 9)) and {r["world"] for r in rank} == {2}
-    one_proc, one_dir = run_cli("one", ddp_run["tmp"], ingested_url, tiny_state, "data.batch_size=4",
-                                "trainer.accumulate_grad_batches=2")
-    assert one_proc.returncode == 0, one_proc.stderr[-4000:]
-    single = records(one_dir)
+    single = ddp_runs["one_lines"]
     assert len(single) == 16 and {r["world"] for r in single} == {1}
     for epoch in (0, 1):
         shares = [[e for r in rank if r["epoch"] == epoch for e in r["examples"]] for rank in ranks]
@@ -141,25 +163,6 @@ def test_two_processes_share_each_epoch_and_learn_as_one_process_with_the_same_g
             assert ranks[rank][k]["examples"] == micro["examples"], (k, rank)
             assert ranks[rank][k]["loss"] == pytest.approx(micro["loss"], rel=1e-4), (k, rank)
     assert ranks[0][-1]["loss"] < ranks[0][0]["loss"] - 0.5  # and it did learn
-    val = [json.loads((d / "result.json").read_text())["metrics"]["val/loss"] for d in (ddp_run["dir"], one_dir)]
+    val = [json.loads((d / "result.json").read_text())["metrics"]["val/loss"]
+           for d in (ddp_runs["resumed_dir"], ddp_runs["one_dir"])]
     assert val[0] == pytest.approx(val[1], rel=1e-4)  # every validation example counted once across ranks
-
-
-@pytest.mark.slow
-def test_a_killed_two_process_run_resumes_where_it_stopped(ddp_run: dict[str, Any], ingested_url: str,
-                                                           tiny_state: Path) -> None:  # noqa: F811
-    crashed, crashed_dir = run_cli("crashed", ddp_run["tmp"], ingested_url, tiny_state, *DDP, "data.batch_size=4",
-                                   f"+callbacks.crash._target_={__name__}.CrashAt")
-    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
-    last = crashed_dir / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    resumed, resumed_dir = run_cli("resumed", ddp_run["tmp"], ingested_url, tiny_state, *DDP, "data.batch_size=4",
-                                   f"ckpt_path={last}")
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
-    lines = records(resumed_dir)
-    for rank in (0, 1):
-        uninterrupted = by_rank(ddp_run["lines"], rank)
-        after = by_rank(lines, rank)
-        assert [r["step"] for r in after] == list(range(3, 9))  # from the checkpoint at step 2, mid-epoch 0
-        for a, b in zip(after, uninterrupted[2:], strict=True):
-            assert a["examples"] == b["examples"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4), a["step"]
