@@ -111,6 +111,8 @@ for line in sys.stdin:
         for key in set(base) - set(job["env"]):
             os.environ.pop(key, None)
         os.environ.update({k: v for k, v in job["env"].items() if base.get(k) != v})
+        # as a new interpreter would: PYTHONPATH's folders right after the script's own entry on sys.path
+        sys.path[1:1] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
         os.chdir(job["cwd"])
         sys.argv = [program, *job["args"]]
         main()  # its SystemExit (or an uncaught error) ends this child like the end of a real process
@@ -127,7 +129,8 @@ class PromptlyRunner:
     tests can run commands between their own steps).
 
     Each command gets the environment it is given (its differences from the driver's starting environment
-    applied in the child before it starts: only for variables nothing imports reads at import time), its
+    applied in the child before it starts: only for variables nothing imports reads at import time; the
+    folders of its PYTHONPATH are put on sys.path, as a new interpreter would), its
     working folder, its own stdout/stderr and exit code. Whatever the driver printed while importing (what a
     fresh `promptly` process would print before its verb runs) is put in front of each command's stderr."""
 

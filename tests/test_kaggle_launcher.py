@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from promptly.utils.results import read_result
 
-from .cli_batch import run_promptly_many
+from .cli_batch import run_promptly_many, shared_runner
 from .cloud.kaggle_server import KaggleServer
 from .test_train_common import REPO_ROOT, tiny_state  # noqa: F401
 from .test_train_multirun import wandb_run
@@ -50,8 +49,9 @@ def _launcher_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def promptly(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "promptly", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    """`promptly <args>` in a process of its own, forked from the session's driver (tests/cli_batch.py): the
+    Kaggle client is imported when a launcher or verb makes one, with this command's credentials."""
+    return shared_runner().run(args, cwd, env, timeout=timeout)
 
 
 def _db_url(ingested_url: str) -> str:

@@ -29,6 +29,7 @@ import pytest
 from promptly.data.batching import plan_batches
 from promptly.data.config import Batching
 
+from .cli_batch import shared_runner
 from .test_train_common import FAST, REPO_ROOT, SAMPLE_DATA, tiny_state  # noqa: F401
 
 RECORD = "steps.rank{rank}.jsonl"
@@ -74,10 +75,14 @@ def test_each_rank_gets_its_own_share_of_every_batch_plan() -> None:
             assert len(seen) == len(set(seen))
 
 
-def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str, module: str = "promptly.verbs.train"
-            ) -> tuple[subprocess.CompletedProcess[str], Path]:
+def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str,
+            module: str | None = "promptly.verbs.train") -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One training run in a process of its own: `python -m <module>` (a real interpreter, as Lightning's ddp
+    re-launch needs), or with module=None forked from the session's driver (tests/cli_batch.py)."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    prefix = [sys.executable, "-m", module] + (["train"] if module in ("promptly", "promptly.verbs.cli") else [])
+    prefix = [sys.executable, "-m", module] if module else []
+    if module in (None, "promptly", "promptly.verbs.cli"):
+        prefix.append("train")
     args = [*prefix, f"paths.data_dir={SAMPLE_DATA}", f"paths.state_dir={state}",
             f"paths.log_dir={tmp / 'logs' / name}", "store=postgres", f"store.url='{store_url}'",
             "experiment=tiny_causal_lm", *FAST, "data.max_length=128", "data.batching=grouped",
@@ -87,7 +92,8 @@ def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str, 
             f"+callbacks.record._target_={__name__}.RankRecorder", *overrides]
     # A re-launched rank that does not know its verb exits, and rank 0 then waits for its process group (30
     # minutes): a timeout of a few times a run's length turns that into a failure.
-    proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    proc = (subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=300) if module
+            else shared_runner().run(args, tmp, env, timeout=300))
     assert "unknown verb" not in proc.stdout + proc.stderr, proc.stderr[-4000:]
     runs = list((tmp / "logs" / name / "train" / "runs").glob("*"))
     assert len(runs) == 1, proc.stderr[-4000:]
@@ -118,7 +124,7 @@ def ddp_runs(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempP
     resumed, resumed_dir = run_cli("resumed", tmp, ingested_url, tiny_state, *DDP, "data.batch_size=4",
                                    f"ckpt_path={last}")
     one, one_dir = run_cli("one", tmp, ingested_url, tiny_state, "data.batch_size=4",
-                           "trainer.accumulate_grad_batches=2")
+                           "trainer.accumulate_grad_batches=2", module=None)
     return {"crashed": crashed, "crashed_lines": records(crashed_dir), "last": last, "resumed": resumed,
             "resumed_dir": resumed_dir, "resumed_lines": records(resumed_dir), "one": one, "one_dir": one_dir,
             "one_lines": records(one_dir)}

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 
 from promptly.utils.results import read_result
 
+from .cli_batch import shared_runner
 from .test_train_common import FAST, REPO_ROOT, SAMPLE_DATA, tiny_state  # noqa: F401
 
 SECRET = "s3cret-pw-1234"
@@ -71,7 +70,7 @@ def sweep(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPath
     env.pop("WANDB_API_KEY", None)
     url = f"{ingested_url} password={SECRET}"  # trust auth ignores it; it must still never be written
     # No paths.root_dir: it defaults to ${hydra:runtime.cwd}, which a sweep must resolve before its jobs.
-    args = [sys.executable, "-m", "promptly", "train", "-m",
+    args = ["train", "-m",
             f"paths.data_dir={SAMPLE_DATA}", f"paths.state_dir={tiny_state}", f"paths.log_dir={tmp / 'logs'}",
             "store=postgres", f"store.url='{url}'", *FAST, "logger=wandb", "logger.wandb.log_model=true",
             "data.batch_size=8",
@@ -79,10 +78,10 @@ def sweep(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPath
             "trainer.max_epochs=2", "module.samples=2", "module.max_new_tokens=8",
             "trainer.log_every_n_steps=1", "callbacks.throughput.log_every_n_steps=1",
             "callbacks.throughput.warmup_steps=0", f"optim.lr={','.join(LRS)}"]
-    proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    # each command in a process of its own, forked from the session's driver (tests/cli_batch.py)
+    proc = shared_runner().run(args, tmp, env, timeout=600)
     (sweep_dir,) = (tmp / "logs" / "train" / "multiruns").iterdir()
-    runs = subprocess.run([sys.executable, "-m", "promptly", "runs", f"dir={sweep_dir}", "sort_by=val/loss"],
-                          cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
+    runs = shared_runner().run(["runs", f"dir={sweep_dir}", "sort_by=val/loss"], tmp, env, timeout=120)
     return {"proc": proc, "dir": sweep_dir, "runs": runs}
 
 

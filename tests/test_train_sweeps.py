@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import yaml
 
 from promptly.utils.results import RunResult, read_result
 
+from .cli_batch import shared_runner
 from .test_train_common import FAST, REPO_ROOT, SAMPLE_DATA, tiny_state  # noqa: F401
 
 SMALL = [*FAST, "model/peft=lora", "model.peft.dropout=0.0", "data.limit.train=8", "data.limit.validation=4",
@@ -25,10 +25,10 @@ SMALL = [*FAST, "model/peft=lora", "model.peft.dropout=0.0", "data.limit.train=8
 def multirun(tmp: Path, store_url: str, state: Path, *overrides: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO_ROOT),
            "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "promptly", "train", "-m", f"paths.data_dir={SAMPLE_DATA}",
+    args = ["train", "-m", f"paths.data_dir={SAMPLE_DATA}",
             f"paths.state_dir={state}", f"paths.log_dir={tmp / 'logs'}", "store=postgres",
             f"store.url='{store_url}'", "experiment=smoke", *SMALL, *overrides]
-    proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    proc = shared_runner().run(args, tmp, env, timeout=900)  # forked from the session's driver (tests/cli_batch.py)
     sweeps = list((tmp / "logs" / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1, proc.stderr[-3000:]
     return proc, sweeps[0]
