@@ -17,7 +17,7 @@ import pytest
 
 from promptly.utils.results import read_result
 
-from .cli_batch import run_promptly_many, shared_runner
+from .cli_batch import shared_runner
 from .cloud.kaggle_server import KaggleServer
 from .test_train_common import REPO_ROOT, tiny_state  # noqa: F401
 from .test_train_multirun import wandb_run
@@ -163,7 +163,7 @@ CANNOT_WORK = {"no credentials": "no Kaggle credentials", "refused credentials":
 @pytest.fixture(scope="module")
 def refused_launches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every case of CANNOT_WORK launched against one server, each `promptly train -m` in its own process
-    (forked from one driver: tests/cli_batch.py) with its own folder and credentials."""
+    (forked from the session's driver: tests/cli_batch.py) with its own folder and credentials."""
     tmp = tmp_path_factory.mktemp("kaggle-refused")
     changes: list[dict[str, str | None]] = []
     commands = []
@@ -188,8 +188,12 @@ def refused_launches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     for folder in dirs:
         folder.mkdir()
     with KaggleServer(tmp / "kaggle", USER, KEY, base_env=_kernel_env(tmp)) as server:
-        results, _ = run_promptly_many(commands, tmp, _launcher_env(tmp), tmp / "console", env_changes=changes,
-                                       cwds=dirs)
+        results = []
+        for command, change, folder in zip(commands, changes, dirs, strict=True):
+            env = {**_launcher_env(tmp), **{k: v for k, v in change.items() if v is not None}}
+            for key in [k for k, v in change.items() if v is None]:
+                env.pop(key, None)
+            results.append(promptly(command, folder, env, timeout=300))
     return {"procs": dict(zip(CANNOT_WORK, results, strict=True)), "server": server}
 
 
