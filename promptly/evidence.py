@@ -139,14 +139,79 @@ class Candidate:
         return str(self.chunk["content"])[self.start : self.end]
 
 
+_LEAD_IN_END = re.compile(r":[*_`]*$")
+_BLOCK_LINES, _BLOCK_CHARS = 12, 700
+
+
+def with_following_block(content: str, start: int, end: int) -> int:
+    """Where a lead-in sentence's statement ends: a sentence that ends its line with ":" ("pip has 3 levels
+    of configuration files:") states nothing alone; its facts are the list, code block or table it
+    introduces. Returns the end of that block (at most `_BLOCK_LINES` lines and `_BLOCK_CHARS` characters
+    from `start`, whole lines only), or `end` when the sentence is not a lead-in or no block follows it."""
+    line_end = content.find("\n", end)
+    line_end = len(content) if line_end < 0 else line_end
+    if content[end:line_end].strip() or not _LEAD_IN_END.search(content[start:end]):
+        return end
+    block_end, lines, in_code, in_item, offset = end, 0, False, False, line_end + 1
+    while offset < len(content) and lines < _BLOCK_LINES:
+        newline = content.find("\n", offset)
+        newline = len(content) if newline < 0 else newline
+        bare = content[offset:newline].rstrip("\r")
+        stripped, this_end = bare.strip(), offset + len(bare)
+        if stripped and this_end - start > _BLOCK_CHARS:
+            break
+        if _FENCE.match(bare):
+            in_code = not in_code
+            block_end = this_end if not in_code else block_end  # a closing fence ends what it closes
+        elif in_code or (_LINE_MARKER.match(bare) and not _HEADING.match(bare)) or stripped.startswith("|"):
+            in_item = not in_code and not stripped.startswith("|")
+            block_end = this_end
+        elif stripped and in_item and bare[:1].isspace():  # a list item's continuation line
+            block_end = this_end
+        elif stripped:  # a heading or a new paragraph: the block is over
+            break
+        lines += bool(stripped)
+        offset = newline + 1
+    return block_end
+
+
 def candidates(chunks: Sequence[ContextChunk]) -> list[Candidate]:
-    """Every sentence of the chunks, numbered as the prompt numbers the chunks (from 1)."""
-    return [Candidate(n, c, s, e) for n, c in enumerate(chunks, start=1) for s, e in sentence_spans(str(c["content"]))]
+    """Every sentence of the chunks, numbered as the prompt numbers the chunks (from 1); a lead-in sentence
+    runs on over the list, code or table it introduces (`with_following_block`), whose lines stay
+    candidates of their own too."""
+    out: list[Candidate] = []
+    for n, chunk in enumerate(chunks, start=1):
+        content = str(chunk["content"])
+        out.extend(Candidate(n, chunk, s, with_following_block(content, s, e)) for s, e in sentence_spans(content))
+    return out
 
 
 def display(sentence: str) -> str:
-    """A sentence on one line (hard wraps and runs of spaces collapsed) for quoting."""
-    return " ".join(sentence.split())
+    """A sentence on one line for quoting: hard wraps and runs of spaces collapsed; the items, code lines
+    and rows of a lead-in's block (`with_following_block`) joined by "; ", without list markers, fences or
+    table rules."""
+    if "\n" not in sentence:
+        return " ".join(sentence.split())
+    pieces: list[str] = []
+    in_code, continues = False, True  # continues: an unmarked line carries on the piece before it
+    for line in sentence.splitlines():
+        if _FENCE.match(line):
+            in_code, continues = not in_code, False
+            continue
+        if not line.strip() or (_TABLE_RULE.match(line) and "-" in line):
+            continues = False
+            continue
+        marker = None if in_code or line.lstrip().startswith("|") else _LINE_MARKER.match(line)
+        text = " ".join(line[marker.end() if marker else 0 :].split())
+        if pieces and continues and marker is None and not in_code and not line.lstrip().startswith("|"):
+            pieces[-1] = f"{pieces[-1]} {text}"
+        else:
+            pieces.append(text)
+        continues = not in_code and not line.lstrip().startswith("|")
+    out = pieces[0] if pieces else ""
+    for piece in pieces[1:]:
+        out += (" " if out.endswith((".", ";", ":", ",", "!", "?")) else "; ") + piece
+    return out
 
 
 # -- support ----------------------------------------------------------------------------------------------
@@ -249,6 +314,10 @@ def abstention(question: str, p: EvidencePlan, style: str) -> EvidencedAnswer:
                            round(p.best_support, 4))
 
 
+def _overlap(a: Candidate, b: Candidate) -> bool:
+    return a.chunk["chunk_id"] == b.chunk["chunk_id"] and a.start < b.end and b.start < a.end
+
+
 def extractive(question: str, p: EvidencePlan, settings: EvidenceSettings) -> EvidencedAnswer:
     """The best question-supporting sentences, quoted in source order of their score, each with its marker."""
     if p.abstain:
@@ -257,9 +326,10 @@ def extractive(question: str, p: EvidencePlan, settings: EvidenceSettings) -> Ev
     chosen: list[int] = []
     seen: set[str] = set()
     for i in order:
-        key = display(p.candidates[i].text).lower()
-        if key in seen:  # overlapping chunks repeat sentences
-            continue
+        cand = p.candidates[i]
+        key = display(cand.text).lower()
+        if key in seen or any(_overlap(cand, p.candidates[j]) for j in chosen):  # overlapping chunks repeat
+            continue  # sentences, and a lead-in's block holds the items that are candidates of their own
         if chosen and p.question_support[i] < settings.abstain_below:
             break
         chosen.append(i)
@@ -279,8 +349,9 @@ def answer_sentences(answer: str) -> list[tuple[int, int]]:
 def generative(question: str, answer: str, p: EvidencePlan, encoder: SentenceEncoder,
                settings: EvidenceSettings) -> EvidencedAnswer:
     """The model's answer with [n] after each sentence a source sentence supports; that sentence is its
-    evidence (ranked by support of the answer sentence and of the question together). When no answer
-    sentence is supported, the best question-supporting sentence is still shown, without a marker."""
+    evidence (ranked by support of the answer sentence and of the question together). The best
+    question-supporting sentence is shown too, without a marker, unless it is already there: a small model's
+    paraphrase may rest on a weaker line than the one that answers."""
     style = AnswerStyle.generative.value
     if p.abstain:
         return abstention(question, p, style)
@@ -299,14 +370,17 @@ def generative(question: str, answer: str, p: EvidencePlan, encoder: SentenceEnc
                 if all(e.chunk_id != p.candidates[j].chunk["chunk_id"] or e.start != p.candidates[j].start
                        for e in evidence):
                     evidence.append(_evidence(p.candidates[j], float(support[i, j]), i))
-    if not evidence and p.candidates:
+    marked = len(evidence)
+    if p.candidates:  # what the sources say to the question, even where the answer paraphrased another line
         j = int(np.argmax(p.question_support))
-        evidence.append(_evidence(p.candidates[j], p.question_support[j], None))
+        if not any(e.chunk_id == p.candidates[j].chunk["chunk_id"] and e.start < p.candidates[j].end
+                   and p.candidates[j].start < e.end for e in evidence):
+            evidence.append(_evidence(p.candidates[j], p.question_support[j], None))
     text = answer
     for i in sorted(markers, reverse=True):  # from the end, so earlier offsets hold
         end = spans[i][1]
         text = f"{text[:end]} [{markers[i]}]{text[end:]}"
-    return EvidencedAnswer(text, tuple(evidence[: max(settings.max_sentences, len(markers))]), False, style,
+    return EvidencedAnswer(text, tuple(evidence[: max(settings.max_sentences, marked + 1)]), False, style,
                            round(p.best_support, 4))
 
 

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from promptly.answering import Answerer
-from promptly.evidence import ABSTENTION, display, generative, plan, sentence_spans
+from promptly.evidence import ABSTENTION, candidates, display, extractive, generative, plan, sentence_spans
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import load_model
 from promptly.records import Answer, Citation, Evidence
@@ -53,6 +53,36 @@ def test_sentences_are_verbatim_slices_that_follow_markdown() -> None:
         "driftsync key add",  # a code line alone; fences and the heading left out
         "| flag | meaning |", "| `-q` | quiet |",  # table rows, the rule left out
     ]
+
+
+LEAD_IN = ("Configuration lives in three places.\n\nThere are 3 levels of configuration files:\n\n"
+           "- `global`: shared by every user\n  of the machine.\n- `user`: one per user.\n\n"
+           "The tool runs on:\n\n```\nLinux and macOS\nPython 3.9 or later\n```\n\n"
+           "Later ones override earlier ones:\nthe user file wins.\n\n## Next\n\nSee also:\n\n## Files\n")
+
+
+def test_a_lead_in_sentence_runs_on_over_the_list_or_code_it_introduces() -> None:
+    chunk = {"chunk_id": "c1", "document_id": "config.md", "content": LEAD_IN}
+    quoted = {display(c.text) for c in candidates([chunk])}
+    assert "There are 3 levels of configuration files: `global`: shared by every user of the machine. " \
+           "`user`: one per user." in quoted  # the list, its wrapped item joined, markers dropped
+    assert "The tool runs on: Linux and macOS; Python 3.9 or later" in quoted  # the code block, fences dropped
+    assert {"`user`: one per user.", "Linux and macOS", "Configuration lives in three places."} <= quoted
+    assert "Later ones override earlier ones: the user file wins." in quoted  # ":" mid-sentence: unchanged
+    assert "See also:" in quoted  # a lead-in with nothing after it but a heading stays a sentence
+    for cand in candidates([chunk]):
+        assert LEAD_IN[cand.start:cand.end] == cand.text and not cand.text.endswith("\n")  # verbatim slices
+
+
+def test_extractive_quotes_a_lead_in_with_its_list_and_not_the_items_again(embedder) -> None:
+    chunk = {"chunk_id": "c1", "document_id": "config.md", "content": LEAD_IN}
+    question = "How many levels of configuration files are there, and which?"
+    answer = extractive(question, plan(question, [chunk], embedder, EvidenceSettings(abstain_below=0.0)),
+                        EvidenceSettings(abstain_below=0.0, max_sentences=3))
+    first = answer.evidence[0]
+    assert "levels of configuration files" in first.sentence and "`user`: one per user." in first.sentence
+    spans = [(e.start, e.end) for e in answer.evidence]
+    assert all(a[1] <= b[0] or b[1] <= a[0] for i, a in enumerate(spans) for b in spans[i + 1:])  # no repeats
 
 
 def test_text_output_shows_each_supporting_sentence_under_its_source() -> None:
