@@ -290,3 +290,14 @@ def owned_store(owned_store_url: str) -> Iterator[PostgresStore]:
     """The 10,000-chunk store with alice's 2,000 chunks, on a connection of this test's own."""
     with PostgresStore(owned_store_url, embedding_dim=DIM) as store:
         yield store
+
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory, tiny_state: Path, ingested_url: str) -> Path:
+    """A tiny-model LoRA run with a checkpoint, evaluated once, shared by the publishing tests (tests that
+    change it work on a copy). Defined here: a fixture imported into several test modules is a fixture of each
+    of them, built once per module even at session scope."""
+    from tests.test_publish_common import train_and_evaluate
+
+    return train_and_evaluate(tmp_path_factory.mktemp("publish-run"), tiny_state, ingested_url)

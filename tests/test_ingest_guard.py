@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from rich.console import Console
 
 from promptly.errors import EmptyInputError, InputNotFoundError
 from promptly.ingest.sync import MassDeletionError
+from promptly.store.embedded import EmbeddedPostgresStore
 from promptly.store.postgres import PostgresStore
 from promptly.verbs.ingest import run
 
-from .conftest import SAMPLE_DOCS, SAMPLE_QA
+from .conftest import DIM, SAMPLE_DOCS, SAMPLE_QA, _database_url
 from .test_cli import run_cli
 from .test_qa_generate import entry_config
 
@@ -36,13 +40,46 @@ def ingest(tmp_path: Path, pg_url: str, source: Path, qa: Path | str = "", *over
     return run(cfg, console=console)
 
 
+@pytest.fixture(scope="module")
+def ingested_template(pg_server: EmbeddedPostgresStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database holding one product's documents and QA pairs, ingested under the default source name once
+    for the module; each test gets a copy of it (Postgres template copy) with the documents in its own folder."""
+    tmp = tmp_path_factory.mktemp("guard-template")
+    admin = pg_server.start()
+    name = f"guard_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    docs = tmp / "docs"
+    shutil.copytree(SAMPLE_DOCS / FIRST, docs / FIRST)
+    result = ingest(tmp, _database_url(admin, name), docs, product_qa(tmp, FIRST))
+    assert result.ok and result.sync.added == 5 and result.qa is not None and result.qa.loaded > 10
+    yield name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
 @pytest.fixture
-def corpus(tmp_path: Path, pg_url: str, pg_store: PostgresStore) -> Path:
-    """One product's documents and QA pairs ingested under the default source name."""
+def corpus_url(pg_server: EmbeddedPostgresStore, ingested_template: str) -> Iterator[str]:
+    admin = pg_server.start()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'create database "{name}" template "{ingested_template}"')
+    yield _database_url(admin, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def corpus_store(corpus_url: str) -> Iterator[PostgresStore]:
+    with PostgresStore(corpus_url, embedding_dim=DIM) as store:
+        yield store
+
+
+@pytest.fixture
+def corpus(tmp_path: Path, corpus_url: str) -> Path:
+    """The documents of the store `corpus_url` holds (one product, as ingested), in this test's own folder."""
     docs = tmp_path / "docs"
     shutil.copytree(SAMPLE_DOCS / FIRST, docs / FIRST)
-    result = ingest(tmp_path, pg_url, docs, product_qa(tmp_path, FIRST))
-    assert result.ok and result.sync.added == 5 and result.qa is not None and result.qa.loaded > 10
     return docs
 
 
@@ -52,88 +89,88 @@ def snapshot(store: PostgresStore) -> tuple[dict[str, str], int, int]:
 
 
 def test_an_empty_folder_deletes_nothing_and_names_the_setting(
-        corpus: Path, tmp_path: Path, pg_url: str, pg_store: PostgresStore) -> None:
-    before = snapshot(pg_store)
+        corpus: Path, tmp_path: Path, corpus_url: str, corpus_store: PostgresStore) -> None:
+    before = snapshot(corpus_store)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(EmptyInputError, match=r"holds no documents.*ingest.allow_mass_delete=true"):
-        ingest(tmp_path, pg_url, empty)
-    assert snapshot(pg_store) == before
-    allowed = ingest(tmp_path, pg_url, empty, "", "ingest.allow_mass_delete=true")
-    assert allowed.sync.deleted == 5 and pg_store.document_hashes() == {}
+        ingest(tmp_path, corpus_url, empty)
+    assert snapshot(corpus_store) == before
+    allowed = ingest(tmp_path, corpus_url, empty, "", "ingest.allow_mass_delete=true")
+    assert allowed.sync.deleted == 5 and corpus_store.document_hashes() == {}
 
 
 @pytest.mark.parametrize("wrong", ["another corpus", "a mistyped subfolder"])
 def test_a_wrong_folder_or_second_corpus_changes_nothing(
-        wrong: str, corpus: Path, tmp_path: Path, pg_url: str, pg_store: PostgresStore) -> None:
-    before = snapshot(pg_store)
+        wrong: str, corpus: Path, tmp_path: Path, corpus_url: str, corpus_store: PostgresStore) -> None:
+    before = snapshot(corpus_store)
     if wrong == "another corpus":  # a second corpus under the same ingest.source.name
         source = tmp_path / "other"
         shutil.copytree(SAMPLE_DOCS / SECOND, source / SECOND)
     else:  # the path exists but holds one file of the corpus, under other ids
         source = corpus / FIRST
     with pytest.raises(MassDeletionError) as refused:
-        ingest(tmp_path, pg_url, source)
+        ingest(tmp_path, corpus_url, source)
     message = str(refused.value)
     assert "would delete 5 of 5 stored documents" in message and "ingest.allow_mass_delete=true" in message
     assert "ingest.max_delete_fraction=0.5" in message and "ingest.dry_run=true" in message
-    assert snapshot(pg_store) == before  # not even the new documents were added
+    assert snapshot(corpus_store) == before  # not even the new documents were added
 
 
-def test_the_allow_flag_replaces_the_corpus(corpus: Path, tmp_path: Path, pg_url: str,
-                                            pg_store: PostgresStore) -> None:
+def test_the_allow_flag_replaces_the_corpus(corpus: Path, tmp_path: Path, corpus_url: str,
+                                            corpus_store: PostgresStore) -> None:
     other = tmp_path / "other"
     shutil.copytree(SAMPLE_DOCS / SECOND, other / SECOND)
-    result = ingest(tmp_path, pg_url, other, "", "ingest.allow_mass_delete=true")
+    result = ingest(tmp_path, corpus_url, other, "", "ingest.allow_mass_delete=true")
     assert (result.sync.added, result.sync.deleted) == (len(list((other / SECOND).iterdir())), 5)
-    assert all(doc_id.startswith(f"{SECOND}/") for doc_id in pg_store.document_hashes())
+    assert all(doc_id.startswith(f"{SECOND}/") for doc_id in corpus_store.document_hashes())
 
 
-def test_deleting_up_to_the_fraction_is_an_ordinary_edit(corpus: Path, tmp_path: Path, pg_url: str,
-                                                         pg_store: PostgresStore) -> None:
+def test_deleting_up_to_the_fraction_is_an_ordinary_edit(corpus: Path, tmp_path: Path, corpus_url: str,
+                                                         corpus_store: PostgresStore) -> None:
     files = sorted((corpus / FIRST).iterdir())
     files[0].unlink()
     files[1].unlink()  # 2 of 5 = 0.4 <= 0.5
-    assert ingest(tmp_path, pg_url, corpus).sync.deleted == 2
+    assert ingest(tmp_path, corpus_url, corpus).sync.deleted == 2
     files[2].unlink()  # 1 of 3 remaining, but with a stricter limit it is refused
     with pytest.raises(MassDeletionError, match="would delete 1 of 3"):
-        ingest(tmp_path, pg_url, corpus, "", "ingest.max_delete_fraction=0.2")
-    assert len(pg_store.document_hashes()) == 3
+        ingest(tmp_path, corpus_url, corpus, "", "ingest.max_delete_fraction=0.2")
+    assert len(corpus_store.document_hashes()) == 3
 
 
-def test_a_qa_file_of_another_corpus_keeps_every_stored_pair(corpus: Path, tmp_path: Path, pg_url: str,
-                                                             pg_store: PostgresStore) -> None:
-    pairs_before = pg_store.status().qa_pairs
-    result = ingest(tmp_path, pg_url, corpus, product_qa(tmp_path, SECOND))
+def test_a_qa_file_of_another_corpus_keeps_every_stored_pair(corpus: Path, tmp_path: Path, corpus_url: str,
+                                                             corpus_store: PostgresStore) -> None:
+    pairs_before = corpus_store.status().qa_pairs
+    result = ingest(tmp_path, corpus_url, corpus, product_qa(tmp_path, SECOND))
     assert result.qa is not None and result.qa.removed == 0 and result.qa.kept_stale == pairs_before
     assert any("ingest.allow_mass_delete=true" in f.reason for f in result.qa.failed)
-    assert not result.ok and pg_store.status().qa_pairs == pairs_before
+    assert not result.ok and corpus_store.status().qa_pairs == pairs_before
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(corpus: Path, tmp_path: Path, pg_url: str,
-                                                    pg_store: PostgresStore) -> None:
+def test_dry_run_prints_the_plan_and_writes_nothing(corpus: Path, tmp_path: Path, corpus_url: str,
+                                                    corpus_store: PostgresStore) -> None:
     files = sorted((corpus / FIRST).iterdir())
     files[0].write_text(files[0].read_text() + "\n\nA new paragraph.\n")
     files[1].unlink()
     (corpus / FIRST / "new-page.md").write_text("# New\n\nThe new page says the broker listens on port 7411.\n")
-    before = snapshot(pg_store)
+    before = snapshot(corpus_store)
     console = Console(record=True, width=200)
-    result = ingest(tmp_path, pg_url, corpus, "", "ingest.dry_run=true", console=console)
+    result = ingest(tmp_path, corpus_url, corpus, "", "ingest.dry_run=true", console=console)
     plan = result.plan
     assert plan is not None
     assert ([d.id for d in plan.to_add], [d.id for d in plan.to_update], plan.to_delete) == (
         [f"{FIRST}/new-page.md"], [f"{FIRST}/{files[0].name}"], [f"{FIRST}/{files[1].name}"])
     out = console.export_text()
     assert f"{FIRST}/new-page.md" in out and "nothing was written" in out
-    assert snapshot(pg_store) == before
+    assert snapshot(corpus_store) == before
 
     # A refused plan says so; a store never migrated stays unmigrated.
     (corpus / FIRST).rename(tmp_path / "moved")
     (corpus / "README.md").write_text("# Another corpus\n")
     console = Console(record=True, width=300)
-    ingest(tmp_path, pg_url, corpus, "", "ingest.dry_run=true", console=console)
+    ingest(tmp_path, corpus_url, corpus, "", "ingest.dry_run=true", console=console)
     assert "a real ingest would be refused" in console.export_text()
-    assert snapshot(pg_store) == before
+    assert snapshot(corpus_store) == before
 
 
 def test_dry_run_on_a_new_store_migrates_nothing(tmp_path: Path, pg_url: str) -> None:

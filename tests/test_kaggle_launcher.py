@@ -66,7 +66,7 @@ def sweep(ingested_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         env = _launcher_env(tmp, PROMPTLY_DATABASE_URL=_db_url(ingested_url))
         proc = promptly(["train", "-m", f"paths.log_dir={tmp / 'logs'}", "store=postgres", *TRAIN,
                          f"optim.lr={','.join(LRS)}", "hydra/launcher=kaggle", "hydra.launcher.data.source=store",
-                         *FAST_POLL], tmp, env)
+                         "hydra.launcher.max_parallel=3", *FAST_POLL], tmp, env)  # the three kernels at once
         (sweep_dir,) = (tmp / "logs" / "train" / "multiruns").iterdir()
         runs = promptly(["runs", f"dir={sweep_dir}", "sort_by=val/loss"], tmp, env, timeout=120)
         status = promptly(["launch", "status", f"dir={sweep_dir}"], tmp, env, timeout=120)

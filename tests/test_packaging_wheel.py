@@ -1,7 +1,8 @@
 """promptly as a user (or a Kaggle kernel) gets it: a wheel built with `python -m build` (sdist, then the
 wheel from the sdist), installed into a fresh venv, run from an empty folder with no PYTHONPATH and no
-checkout in sight: every config composes, Hydra finds the Kaggle launcher plugin, and
-`promptly ingest` + `promptly train experiment=smoke` run on the sample corpus shipped in the wheel.
+checkout in sight: every config ships byte for byte, each entry config composes, Hydra finds the Kaggle
+launcher plugin, and `promptly ingest` + `promptly train experiment=smoke` run on the sample corpus shipped
+in the wheel.
 
 To save the dependencies' download and install time, the fresh venv sees the project venv's
 site-packages through a .pth file (only the dependencies come from there: `pip install --no-deps
@@ -23,6 +24,7 @@ import pytest
 from .conftest import REPO_ROOT
 
 COMPOSE_ALL = r"""
+import os
 import sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
@@ -31,13 +33,16 @@ import promptly
 from promptly.verbs.entry import config_dir
 import promptly.verbs.schemas  # noqa: F401
 
-root = config_dir()
+root, repo = config_dir(), Path(sys.argv[1])
 assert root.resolve().is_relative_to(Path(sys.prefix).resolve()), (root, sys.prefix)  # the installed copy
-cases = [(p.stem, []) for p in root.glob("*.yaml")]
-for group in ("store", "model", "data", "logger", "trainer", "callbacks", "optim", "scheduler", "debug"):
-    cases += [("train", [f"{group}={p.stem}"]) for p in (root / group).glob("*.yaml")]
-cases += [("train", [f"experiment={p.stem}"]) for p in (root / "experiment").glob("*.yaml")]
-cases += [("train", ["hydra/launcher=kaggle"])]
+def yaml_files(top):
+    return {(Path(d) / f).relative_to(top).as_posix(): (Path(d) / f).read_bytes()
+            for d, _, files in os.walk(top, followlinks=True) for f in files if f.endswith(".yaml")}
+shipped, source = yaml_files(root), yaml_files(repo)  # the checkout's experiment/ is a link to experiments/
+assert shipped == source, sorted(set(shipped) ^ set(source)) or [k for k in shipped if shipped[k] != source[k]]
+# Every one of these files composes and instantiates from the checkout (tests/test_configs.py); from the
+# installed copy, each entry config composes, with an experiment and the launcher plugin's config.
+cases = [(p.stem, []) for p in root.glob("*.yaml")] + [("train", ["experiment=smoke", "hydra/launcher=kaggle"])]
 for entry, overrides in cases:
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(root), version_base="1.3"):
@@ -45,7 +50,8 @@ for entry, overrides in cases:
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 launchers = {c.__name__: c.__module__ for c in Plugins.instance().discover(Launcher)}
-print("composed", len(cases), "launcher", launchers["KaggleLauncher"], "package", promptly.__file__)
+print("shipped", len(shipped), "composed", len(cases), "launcher", launchers["KaggleLauncher"], "package",
+      promptly.__file__)
 """
 
 
@@ -76,7 +82,7 @@ def test_the_wheel_composes_finds_its_plugin_and_trains_from_an_empty_folder(tmp
 
     work = tmp_path / "elsewhere"  # no configs/, no sample_data/, no checkout
     work.mkdir()
-    composed = _run([str(venv / "bin" / "python"), "-c", COMPOSE_ALL], work, env).stdout
+    composed = _run([str(venv / "bin" / "python"), "-c", COMPOSE_ALL, str(REPO_ROOT / "configs")], work, env).stdout
     assert "launcher hydra_plugins.promptly_kaggle_launcher.kaggle_launcher" in composed, composed
     assert f"package {purelib}" in composed, composed
 

@@ -1,5 +1,6 @@
-"""Fixtures shared by the publishing tests (no tests here): a tiny LoRA run trained on the sample corpus and
-evaluated with `promptly eval`, so it has a checkpoint and an evaluations.jsonl line, and a publish config."""
+"""What the publishing tests share (no tests here): a tiny LoRA run trained on the sample corpus and evaluated
+with `promptly eval`, so it has a checkpoint and an evaluations.jsonl line (the `evaluated_run` fixture of
+tests/conftest.py builds it once a session), a store to publish from, and a publish config."""
 
 from __future__ import annotations
 
@@ -22,14 +23,12 @@ TRAIN = [*FAST, "experiment=smoke", "model/peft=lora", "model.peft.r=4", "model.
          "module.samples=0", "logger=csv"]
 
 
-@pytest.fixture(scope="session")
-def evaluated_run(tmp_path_factory: pytest.TempPathFactory, tiny_state: Path, ingested_url: str) -> Path:
-    """A tiny-model LoRA run with a checkpoint, evaluated once (8 test questions) by `promptly eval`.
-    Shared by the session: tests that change it work on a copy."""
+def train_and_evaluate(tmp: Path, tiny_state: Path, ingested_url: str) -> Path:
+    """A tiny-model LoRA run with a checkpoint, evaluated once (8 test questions) by `promptly eval`: the
+    session's `evaluated_run` fixture (tests/conftest.py)."""
     from promptly.verbs.eval import run as run_eval
     from promptly.verbs.train import train
 
-    tmp = tmp_path_factory.mktemp("publish-run")
     run_dir = tmp / "logs" / "train" / "runs" / "2026-01-01_00-00-00"
     train(train_config([*TRAIN, *location(tmp, tiny_state, ingested_url, run_dir)], run_dir))
     out = tmp / "logs" / "eval" / "runs" / "2026-01-01_00-01-00"

@@ -18,7 +18,7 @@ from promptly.verbs.publish import run as run_publish
 from tests.cloud.hub_server import HubServer
 
 from .conftest import DIM
-from .test_publish_common import evaluated_run, newest_evaluation_line, publish_config, publish_store  # noqa: F401
+from .test_publish_common import newest_evaluation_line, publish_config, publish_store  # noqa: F401
 from .test_train_common import tiny_state  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_a_repository_of_someone_else_is_refused_before_anything_is_uploaded(
 
 
 def test_a_missing_or_refused_token_is_one_line_without_the_token(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None, evaluated_run: Path,  # noqa: F811
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None, evaluated_run: Path,
         publish_store: str) -> None:  # noqa: F811
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with HubServer("hf_" + secrets.token_hex(16)) as server:

@@ -17,7 +17,7 @@ from promptly.store.postgres import PostgresStore
 from promptly.verbs.publish import run as run_publish
 
 from .conftest import DIM
-from .test_publish_common import evaluated_run, newest_evaluation_line, publish_config, publish_store  # noqa: F401
+from .test_publish_common import newest_evaluation_line, publish_config, publish_store  # noqa: F401
 from .test_train_common import tiny_state  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow

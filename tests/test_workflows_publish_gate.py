@@ -17,7 +17,7 @@ from promptly.store.postgres import PostgresStore
 from promptly.verbs.publish import run as run_publish
 
 from .conftest import DIM
-from .test_publish_common import evaluated_run, newest_evaluation_line, publish_config, publish_store  # noqa: F401
+from .test_publish_common import newest_evaluation_line, publish_config, publish_store  # noqa: F401
 from .test_train_common import tiny_state  # noqa: F401  (fixture)
 
 
@@ -57,7 +57,7 @@ def test_nothing_to_beat_publishes_and_bad_metrics_are_refused() -> None:
 
 
 @pytest.mark.slow
-def test_only_a_better_run_replaces_the_active_version(tmp_path: Path, evaluated_run: Path,  # noqa: F811
+def test_only_a_better_run_replaces_the_active_version(tmp_path: Path, evaluated_run: Path,
                                                        publish_store: str) -> None:  # noqa: F811
     gate = ["publish.repo_id=docs-bot", "publish.metric=eval/rougeL", "publish.only_if_better=true",
             "publish.promote=true"]
