@@ -33,6 +33,11 @@ from promptly.verbs.cli import VERBS, main
 
 for name in VERBS:
     importlib.import_module(VERBS[name].module)
+# Libraries the verbs import only when they run (a model's code, the embedder, the API's clients): a process
+# pays for them once, so the driver does too, instead of every forked command again. Not W&B: its import makes
+# a temporary folder that the first command's exit would delete under the next one.
+for name in ("transformers.models.llama.modeling_llama", "peft", "sentence_transformers", "openai", "fastapi"):
+    importlib.import_module(name)
 program = str(Path(promptly.__file__).parent / "__main__.py")  # sys.argv[0] of `python -m promptly`
 sys.stdout.flush()
 sys.stderr.flush()
@@ -57,7 +62,7 @@ for line in sys.stdin:
         # as a new interpreter would: PYTHONPATH's folders right after the script's own entry on sys.path
         sys.path[1:1] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
         os.chdir(job["cwd"])
-        sys.argv = [program, *job["args"]]
+        sys.argv = [job["argv0"] or program, *job["args"]]
         try:
             main()
             code = 0
@@ -122,9 +127,11 @@ class PromptlyRunner:
             raise RuntimeError(f"the promptly driver exited: {(self.out_dir / 'driver.log').read_text()[-3000:]}")
         return json.loads(line)
 
-    def run(self, args: Sequence[str], cwd: Path, env: Mapping[str, str],
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Run `promptly <args>` in `cwd` with exactly `env`, as `subprocess.run(..., capture_output=True)`."""
+    def run(self, args: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float = 600,
+            argv0: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `promptly <args>` in `cwd` with exactly `env`, as `subprocess.run(..., capture_output=True)`.
+        `argv0`: the program's sys.argv[0] (default: promptly's __main__.py, as `python -m promptly` has it; the
+        path of the `promptly` console script makes it the command a user types)."""
         import os
         import signal
 
@@ -132,7 +139,7 @@ class PromptlyRunner:
         out = self.out_dir / str(self.count)
         assert self._proc.stdin is not None
         self._proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": dict(env),
-                                           "out": str(out)}) + "\n")
+                                           "out": str(out), "argv0": argv0}) + "\n")
         self._proc.stdin.flush()
         pid = self._reply(timeout=60)["pid"]
         try:

@@ -77,8 +77,9 @@ def test_each_rank_gets_its_own_share_of_every_batch_plan() -> None:
 
 def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str,
             module: str | None = "promptly.verbs.train") -> tuple[subprocess.CompletedProcess[str], Path]:
-    """One training run in a process of its own: `python -m <module>` (a real interpreter, as Lightning's ddp
-    re-launch needs), or with module=None forked from the session's driver (tests/cli_batch.py)."""
+    """One training run in a process of its own: `python -m <module>`, or with module=None the `promptly`
+    command as a user types it, forked from the session's driver (tests/cli_batch.py). Lightning's ddp
+    re-launches the other ranks from the command line it was started with (`python -m ...` or the script)."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     prefix = [sys.executable, "-m", module] if module else []
     if module in (None, "promptly", "promptly.verbs.cli"):
@@ -93,7 +94,7 @@ def run_cli(name: str, tmp: Path, store_url: str, state: Path, *overrides: str,
     # A re-launched rank that does not know its verb exits, and rank 0 then waits for its process group (30
     # minutes): a timeout of a few times a run's length turns that into a failure.
     proc = (subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=300) if module
-            else shared_runner().run(args, tmp, env, timeout=300))
+            else shared_runner().run(args, tmp, env, timeout=300, argv0=str(Path(sys.executable).parent / "promptly")))
     assert "unknown verb" not in proc.stdout + proc.stderr, proc.stderr[-4000:]
     runs = list((tmp / "logs" / name / "train" / "runs").glob("*"))
     assert len(runs) == 1, proc.stderr[-4000:]
@@ -122,7 +123,7 @@ def ddp_runs(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempP
                                    f"+callbacks.crash._target_={__name__}.CrashAt", module="promptly")
     last = crashed_dir / "checkpoints" / "last.ckpt"
     resumed, resumed_dir = run_cli("resumed", tmp, ingested_url, tiny_state, *DDP, "data.batch_size=4",
-                                   f"ckpt_path={last}")
+                                   f"ckpt_path={last}", module=None)
     one, one_dir = run_cli("one", tmp, ingested_url, tiny_state, "data.batch_size=4",
                            "trainer.accumulate_grad_batches=2", module=None)
     return {"crashed": crashed, "crashed_lines": records(crashed_dir), "last": last, "resumed": resumed,
