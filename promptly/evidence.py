@@ -40,6 +40,10 @@ ABSTENTION = "The sources do not say"
 """How an abstaining answer starts (evaluation counts answers that start so as abstentions)."""
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_PROSE_DIRECTIVE = re.compile(r"^\s*(?:```+|~~~+)\s*\{(?:note|warning|tip|important|caution|attention|danger|"
+                              r"error|hint|seealso|admonition|tab|tab-item|dropdown|versionadded|versionchanged|"
+                              r"deprecated|versionremoved|topic|sidebar|card|div|rubric)\}", re.IGNORECASE)
+"""A MyST directive fenced like code whose body is prose (a note, a tab, a version note): read as text."""
 _LINE_MARKER = re.compile(r"^\s*(?:[-*+•]\s+|\d{1,3}[.)]\s+|#{1,6}\s+|>\s*)")
 _HEADING = re.compile(r"^\s*#{1,6}\s")
 _TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
@@ -65,12 +69,14 @@ def sentence_spans(content: str) -> list[tuple[int, int]]:
     Paragraphs (hard-wrapped lines joined) end at blank lines, list items, headings and table rows; a code
     line or table row is a unit of its own; inside a paragraph a sentence ends at . ! ? followed by
     whitespace, except after a common abbreviation or an initial. Headings (they name a topic, they state
-    nothing), fence lines and table rules are left out.
+    nothing), fence lines and table rules are left out. A MyST directive fenced like code whose body is prose
+    (```{note}, ```{tab}, ...) is read as text, so a definition list's term joins its ": definition" line.
     """
     units: list[tuple[int, int]] = []
     start: int | None = None
     end = 0
     in_code = False
+    open_directives = 0  # prose directives (_PROSE_DIRECTIVE) open around this line
     offset = 0
     for line in content.splitlines(keepends=True):
         bare = line.rstrip("\r\n")
@@ -83,7 +89,14 @@ def sentence_spans(content: str) -> list[tuple[int, int]]:
             units.append((start, end))
             start = None
         if fence:
-            in_code = not in_code
+            if in_code:
+                in_code = False
+            elif _PROSE_DIRECTIVE.match(bare):
+                open_directives += 1
+            elif open_directives and not stripped.strip("`~"):  # a bare fence closes the directive
+                open_directives -= 1
+            else:
+                in_code = True
             continue
         if not stripped or (_TABLE_RULE.match(bare) and "-" in bare) or (_HEADING.match(bare) and not in_code):
             continue

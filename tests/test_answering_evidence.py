@@ -61,6 +61,17 @@ LEAD_IN = ("Configuration lives in three places.\n\nThere are 3 levels of config
            "Later ones override earlier ones:\nthe user file wins.\n\n## Next\n\nSee also:\n\n## Files\n")
 
 
+def test_a_myst_note_or_tab_is_prose_and_a_code_fence_inside_it_is_code() -> None:
+    text = ("```{note}\nThe cache is kept for\n14 days. It can be cleared.\n\n```sh\npip cache purge\n```\n```\n\n"
+            "```{tab} Unix\nUser\n: {file}`$HOME/.config/pip/pip.conf`\n```\n\n"
+            "```{pip-cli}\n$ pip install --no-deps .\n```\n")
+    sentences = [display(text[s:e]) for s, e in sentence_spans(text)]
+    assert sentences == ["The cache is kept for 14 days.", "It can be cleared.",  # hard wraps joined: prose
+                         "pip cache purge",  # a code block inside the note stays a line of code
+                         "User : {file}`$HOME/.config/pip/pip.conf`",  # a definition with its term
+                         "$ pip install --no-deps ."]  # an unknown directive is read as code, as before
+
+
 def test_a_lead_in_sentence_runs_on_over_the_list_or_code_it_introduces() -> None:
     chunk = {"chunk_id": "c1", "document_id": "config.md", "content": LEAD_IN}
     quoted = {display(c.text) for c in candidates([chunk])}
