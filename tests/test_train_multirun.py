@@ -89,6 +89,8 @@ def sweep(ingested_url: str, tiny_state: Path, tmp_path_factory: pytest.TempPath
 def test_every_job_runs_and_a_failure_does_not_stop_the_others(sweep: dict[str, Any]) -> None:
     proc, sweep_dir = sweep["proc"], sweep["dir"]
     assert proc.returncode != 0  # Hydra reports the failed job at the end ...
+    assert "Error executing job with overrides" in proc.stderr and "store.url=" in proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr  # ... with its overrides, the URL's password masked
     results = {int(p.name): read_result(p / "result.json") for p in sweep_dir.iterdir() if p.name.isdigit()}
     assert sorted(results) == [0, 1, 2]  # ... after running all three
     assert results[0].status == "failed" and "Invalid learning rate" in (results[0].error or "")
