@@ -372,6 +372,7 @@ def generative(question: str, answer: str, p: EvidencePlan, encoder: SentenceEnc
     spans = answer_sentences(answer)
     pieces = [answer[s:e] for s, e in spans]
     evidence: list[Evidence] = []
+    used: list[int] = []  # the candidates in `evidence`
     markers: dict[int, int] = {}
     if pieces and p.candidates:
         support = support_matrix(pieces, [c.text for c in p.candidates], encoder)
@@ -380,14 +381,13 @@ def generative(question: str, answer: str, p: EvidencePlan, encoder: SentenceEnc
             j = int(np.argmax(support[i] + by_question))
             if support[i, j] >= settings.marker_threshold:
                 markers[i] = p.candidates[j].number
-                if all(e.chunk_id != p.candidates[j].chunk["chunk_id"] or e.start != p.candidates[j].start
-                       for e in evidence):
+                if j not in used:
+                    used.append(j)
                     evidence.append(_evidence(p.candidates[j], float(support[i, j]), i))
     marked = len(evidence)
     if p.candidates:  # what the sources say to the question, even where the answer paraphrased another line
         j = int(np.argmax(p.question_support))
-        if not any(e.chunk_id == p.candidates[j].chunk["chunk_id"] and e.start < p.candidates[j].end
-                   and p.candidates[j].start < e.end for e in evidence):
+        if not any(_overlap(p.candidates[j], p.candidates[k]) for k in used):
             evidence.append(_evidence(p.candidates[j], p.question_support[j], None))
     text = answer
     for i in sorted(markers, reverse=True):  # from the end, so earlier offsets hold

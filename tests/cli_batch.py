@@ -67,9 +67,11 @@ for line in sys.stdin:
             main()
             code = 0
         except SystemExit as stop:  # as the interpreter turns it into an exit status
-            code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
-            if not isinstance(stop.code, int) and stop.code is not None:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
                 print(stop.code, file=sys.stderr)
+                code = 1
         except BaseException:
             sys.excepthook(*sys.exc_info())
             code = 1

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,16 +72,27 @@ def _database_url(server_url: str, dbname: str) -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
+@contextmanager
+def scratch_database(server: EmbeddedPostgresStore, template: str | None = None,
+                     prefix: str = "t") -> Iterator[tuple[str, str]]:
+    """(name, URL) of a new database on the session server, empty or a Postgres template copy of `template`
+    (no re-embedding), dropped when the block ends."""
+    admin_url = server.start()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"' + (f' template "{template}"' if template else ""))
+    try:
+        yield name, _database_url(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
 @pytest.fixture
 def pg_url(pg_server: EmbeddedPostgresStore) -> Iterator[str]:
     """A URL to a brand-new, empty database on the session server (dropped afterwards)."""
-    admin_url = pg_server.start()
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    yield _database_url(admin_url, name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+    with scratch_database(pg_server) as (_, url):
+        yield url
 
 
 @pytest.fixture
@@ -290,7 +302,6 @@ def owned_store(owned_store_url: str) -> Iterator[PostgresStore]:
     """The 10,000-chunk store with alice's 2,000 chunks, on a connection of this test's own."""
     with PostgresStore(owned_store_url, embedding_dim=DIM) as store:
         yield store
-
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,12 @@ composed `promptly serve` config on the tiny model."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from .conftest import REPO_ROOT, _database_url, compose, resolved
+from .conftest import REPO_ROOT, compose, resolved, scratch_database
 
 QUESTION = "How many passphrases can a single driftsync repository hold?"
 
@@ -18,13 +16,8 @@ QUESTION = "How many passphrases can a single driftsync repository hold?"
 @pytest.fixture(scope="module")
 def serve_db(pg_server, ingested_url: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A copy of the ingested sample corpus (Postgres template copy: no re-embedding) the server may write to."""
-    admin = pg_server.start()
-    name = f"serve_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'create database "{name}" template "sample_corpus"')
-    yield _database_url(admin, name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+    with scratch_database(pg_server, template="sample_corpus", prefix="serve") as (_, url):
+        yield url
 
 
 def serve_cfg(home: Path, url: str, *overrides: str):  # type: ignore[no-untyped-def]

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from rich.console import Console
 
@@ -19,7 +17,7 @@ from promptly.store.embedded import EmbeddedPostgresStore
 from promptly.store.postgres import PostgresStore
 from promptly.verbs.ingest import run
 
-from .conftest import DIM, SAMPLE_DOCS, SAMPLE_QA, _database_url
+from .conftest import DIM, SAMPLE_DOCS, SAMPLE_QA, scratch_database
 from .test_cli import run_cli
 from .test_qa_generate import entry_config
 
@@ -45,28 +43,18 @@ def ingested_template(pg_server: EmbeddedPostgresStore, tmp_path_factory: pytest
     """A database holding one product's documents and QA pairs, ingested under the default source name once
     for the module; each test gets a copy of it (Postgres template copy) with the documents in its own folder."""
     tmp = tmp_path_factory.mktemp("guard-template")
-    admin = pg_server.start()
-    name = f"guard_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    docs = tmp / "docs"
-    shutil.copytree(SAMPLE_DOCS / FIRST, docs / FIRST)
-    result = ingest(tmp, _database_url(admin, name), docs, product_qa(tmp, FIRST))
-    assert result.ok and result.sync.added == 5 and result.qa is not None and result.qa.loaded > 10
-    yield name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+    with scratch_database(pg_server, prefix="guard") as (name, url):
+        docs = tmp / "docs"
+        shutil.copytree(SAMPLE_DOCS / FIRST, docs / FIRST)
+        result = ingest(tmp, url, docs, product_qa(tmp, FIRST))
+        assert result.ok and result.sync.added == 5 and result.qa is not None and result.qa.loaded > 10
+        yield name
 
 
 @pytest.fixture
 def corpus_url(pg_server: EmbeddedPostgresStore, ingested_template: str) -> Iterator[str]:
-    admin = pg_server.start()
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'create database "{name}" template "{ingested_template}"')
-    yield _database_url(admin, name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+    with scratch_database(pg_server, template=ingested_template) as (_, url):
+        yield url
 
 
 @pytest.fixture
