@@ -13,7 +13,7 @@ QUESTIONS=$(realpath "${2:?usage: scripts/byod.sh DOCS QUESTIONS [HOME]}")
 export PROMPTLY_HOME=$(realpath -m "${3:-.promptly-byod}")
 PROMPTLY="${PROMPTLY:-$(realpath .venv/bin/promptly)}"
 SUFFIXES="${SUFFIXES:-[.md,.markdown,.mdx,.rst,.txt,.html,.htm,.pdf]}"
-PER_DOCUMENT="${PER_DOCUMENT:-2}"
+PER_DOCUMENT="${PER_DOCUMENT:-8}"
 SUBSET="${SUBSET:-held_out}"
 # The base model is evaluated with the settings experiment=byod trains with (two chunks, 512 tokens).
 SAME_AS_BYOD=(data.retrieval.k=2 data.max_length=512 "questions.path=$QUESTIONS" "questions.subset=$SUBSET")

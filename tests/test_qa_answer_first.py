@@ -15,7 +15,7 @@ from rich.console import Console
 
 from promptly.ingest.embedding import Embedder
 from promptly.qa.answer_first import gives_away, parse_question, shares_words
-from promptly.qa.config import AnswerFirstConfig, GenerationConfig
+from promptly.qa.config import AnswerFirstConfig, GenerationConfig, QuestionExample, QuestionPromptConfig
 from promptly.qa.generate import generate_pairs
 from promptly.qa.spans import AnswerSpan, chunk_units, in_chunk, select_spans
 from promptly.qa.validation import REASONS
@@ -44,20 +44,26 @@ SCRIPT = {
 
 
 class ScriptedGenerator:
-    """A generator (the QAGenerator protocol) answering each span's prompt from a script."""
+    """A generator (the QAGenerator protocol) answering each span's prompt from a script; a script entry
+    (first, retry) answers a prompt with a worked example before the request (a retry prompt) with its second."""
 
     name = "scripted"
     concurrency = 1
 
-    def __init__(self, script: Mapping[str, str]) -> None:
+    def __init__(self, script: Mapping[str, str | tuple[str, str]]) -> None:
         self.script = script
         self.prompts: list[str] = []
+        self.conversations: list[Sequence[Mapping[str, str]]] = []
 
     def generate(self, messages: Sequence[Mapping[str, str]], seed: int) -> str:
         user = messages[-1]["content"]
         self.prompts.append(user)
+        self.conversations.append(messages)
         answer = user.split("Text: ", 1)[1]
-        return next(reply for start, reply in self.script.items() if answer.startswith(start))
+        reply = next(reply for start, reply in self.script.items() if answer.startswith(start))
+        if isinstance(reply, tuple):
+            return reply[1] if any(m["role"] == "assistant" for m in messages) else reply[0]
+        return reply
 
 
 def test_spans_are_answer_bearing_units_of_the_chunk() -> None:
@@ -111,6 +117,7 @@ def test_answer_first_keeps_round_trip_pairs_and_never_stores_rejected_ones(
 
     assert report.mode == "answer_first"  # auto, for a generator that names no default mode
     assert report.requests == len(SCRIPT) == len(generator.prompts)  # one request per answer span
+    assert report.retries == 0  # no retry prompts by default
     assert all("Write the question this text answers" in p for p in generator.prompts)
     assert report.accepted == report.stored == 2
     expected = {r: 0 for r in REASONS} | {"malformed": 1, "not_retrieved": 1, "answer_in_question": 1}
@@ -134,6 +141,36 @@ def test_answer_first_keeps_round_trip_pairs_and_never_stores_rejected_ones(
     for reason, n in [("malformed", 1), ("answer_in_question", 1), ("not_retrieved", 1), ("answer_mismatch", 0)]:
         assert re.search(rf"{reason}\s*│\s*{n}\s*│", text), reason
     assert "Which port does the proxy listen on by default?" in text  # a sample of the accepted pairs
+
+
+def test_a_failed_span_is_asked_again_with_each_retry_prompt_and_every_reply_is_counted(
+        corpus: dict[str, Chunk], pg_store: PostgresStore, embedder: Embedder) -> None:
+    example = QuestionExample(title="acme-proxy configuration", section="Timeouts",
+                              answer="`read_timeout` is 30 seconds by default.",
+                              question="How long does acme-proxy wait for a backend reply by default?")
+    retry = QuestionPromptConfig(examples=[example])
+    script = {**SCRIPT, "Set `listen_port`": (SCRIPT["Set `listen_port`"], "How do I change the port?")}
+    generator = ScriptedGenerator(script)
+    cfg = GenerationConfig(min_chunk_tokens=4, answer_first=AnswerFirstConfig(
+        retrieval_k=1, min_span_words=4, retry_prompts=[retry, retry]))
+    report = generate_pairs(pg_store, embedder, generator, cfg)
+
+    # Three spans failed their first question: each is asked again; the malformed one passes on its
+    # first retry, the other two fail it and the second retry as well (the script repeats itself).
+    assert report.requests == len(SCRIPT) + 3 + 2 == len(generator.conversations) and report.retries == 5
+    assert all(len(c) == 2 for c in generator.conversations[:len(SCRIPT)])  # system + request, no example
+    for conversation in generator.conversations[len(SCRIPT):]:
+        assert [m["role"] for m in conversation] == ["system", "user", "assistant", "user"]
+        assert "Text: `read_timeout` is 30 seconds" in conversation[1]["content"]  # the example, filled in
+        assert conversation[2]["content"] == example.question
+    asked_again = sorted(c[-1]["content"].split("Text: ")[1][:12] for c in generator.conversations[len(SCRIPT):])
+    assert asked_again == ["A single mes", "A single mes", "Messages are", "Messages are", "Set `listen_"]
+    expected = {r: 0 for r in REASONS} | {"malformed": 1, "not_retrieved": 3, "answer_in_question": 3}
+    assert dict(report.rejected) == expected
+    assert report.requests == report.accepted + sum(report.rejected.values())  # every reply counted once
+    stored = {p.question: p.answer for p in pg_store.iter_qa_pairs()}
+    assert report.accepted == report.stored == len(stored) == 3
+    assert stored["How do I change the port?"] == "Set `listen_port` to change the port."
 
 
 def test_a_vague_question_is_rejected_when_another_sentence_answers_it(

@@ -15,6 +15,9 @@ the round trip holds:
   sentence of the chunk answers as well);
 - retrieval, as serving does it (the store's search with the embedder), finds the source chunk, or
   another chunk holding the same span (chunks overlap), in the top k (`not_retrieved`).
+
+A span whose question fails is asked again with the next of `retry_prompts` (a worked example first),
+so one clumsy question does not lose a good answer; every rejected reply is counted by its reason.
 """
 
 from __future__ import annotations
@@ -103,41 +106,51 @@ def _unit_rows(vectors: Any) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
+def _failed_check(question: str, span: AnswerSpan, chunk: Chunk, validator: PairValidator,
+                  asked: set[str]) -> str | None:
+    """The first check (before the round trip) a question fails, as its rejection reason."""
+    if validator.is_empty(Candidate(question, span.text)):
+        return "empty"
+    if not in_chunk(span.text, chunk.content):
+        return "not_verbatim"
+    if gives_away(question, span):
+        return "answer_in_question"
+    if not shares_words(question, span):
+        return "answer_mismatch"
+    if normalize_question(question) in asked or validator.is_duplicate(chunk.document_id, question):
+        return "duplicate"
+    return None
+
+
 def validate_questions(replies: Sequence[tuple[AnswerSpan, str]], chunk: Chunk, split: Split,
                        cfg: AnswerFirstConfig, validator: PairValidator, round_trip: RoundTrip,
-                       rejected: Counter[str]) -> list[QAPair]:
-    """The pairs of one chunk's replies that pass every check; each rejection counted by its reason."""
+                       rejected: Counter[str]) -> tuple[list[QAPair], list[AnswerSpan]]:
+    """The pairs of one chunk's replies that pass every check (each rejection counted by its reason),
+    and the spans whose question failed a check another question may pass (all but `not_verbatim`)."""
     kept: list[tuple[AnswerSpan, str]] = []
+    retry: list[AnswerSpan] = []
     asked: set[str] = set()
     for span, reply in replies:
         question = parse_question(reply, cfg.max_question_chars)
-        if question is None:
-            rejected["malformed"] += 1
-        elif validator.is_empty(Candidate(question, span.text)):
-            rejected["empty"] += 1
-        elif not in_chunk(span.text, chunk.content):
-            rejected["not_verbatim"] += 1
-        elif gives_away(question, span):
-            rejected["answer_in_question"] += 1
-        elif not shares_words(question, span):
-            rejected["answer_mismatch"] += 1
-        elif normalize_question(question) in asked or validator.is_duplicate(chunk.document_id, question):
-            rejected["duplicate"] += 1
-        else:
+        reason = "malformed" if question is None else _failed_check(question, span, chunk, validator, asked)
+        if reason is None and question is not None:
             asked.add(normalize_question(question))
             kept.append((span, question))
+            continue
+        reason = reason or "malformed"
+        rejected[reason] += 1
+        if reason != "not_verbatim":  # a span no longer in its chunk: no question can mend it
+            retry.append(span)
     spans, questions = [s for s, _ in kept], [q for _, q in kept]
     answered = round_trip.answered(chunk, spans, questions)
     found = round_trip.found(chunk, spans, questions)
     out = []
     for (span, question), picked, ok in zip(kept, answered, found, strict=True):
-        if not picked:
-            rejected["answer_mismatch"] += 1
-            continue
-        if not ok:
-            rejected["not_retrieved"] += 1
+        if not (picked and ok):
+            rejected["not_retrieved" if picked else "answer_mismatch"] += 1
+            retry.append(span)
             continue
         validator.remember(chunk.document_id, question)
         out.append(QAPair(question=question, answer=span.text, document_id=chunk.document_id, split=split,
                           chunk_ids=(chunk.id,), origin="generated").with_id())
-    return out
+    return out, retry

@@ -91,28 +91,56 @@ class PromptConfig:
             {"role": "user", "content": user}]
 
 @dataclass
+class QuestionExample:
+    """A worked example shown before the real request (few-shot): the user turn's fields and its question."""
+
+    title: str = ""
+    section: str = ""
+    answer: str = ""
+    question: str = ""
+    header: str = ""
+
+
+@dataclass
 class QuestionPromptConfig:
     """The messages that ask for the question of one answer span (`qa.answer_first.prompt`).
 
     Fields: {title} {section} (the span's nearest heading, else the chunk's path) {answer} (the span)
     {header} (a table row's header row, else empty) {context} (the whole chunk) {document_id}.
+    `examples` come first as earlier turns of the chat (the user's text filled from the example, the
+    example's question as the reply): a small model copies their form ("How long does ...?") instead
+    of asking "What is the purpose of X?".
     """
 
     system: str = DEFAULT_QUESTION_SYSTEM
     user: str = DEFAULT_QUESTION_USER
+    examples: list[QuestionExample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if "{answer}" not in self.user:
             raise ConfigError("qa.answer_first.prompt.user must contain {answer}")
+        self.examples = [e if isinstance(e, QuestionExample) else QuestionExample(**e) for e in self.examples]
+        if any(not (e.answer.strip() and e.question.strip()) for e in self.examples):
+            raise ConfigError("qa.answer_first prompt examples need an answer and a question")
 
     def messages(self, chunk: Chunk, answer: str, section: str = "", header: str = "") -> Messages:
         path = chunk.metadata.get("heading_path") or []
         values = {"title": str(chunk.metadata.get("title") or chunk.document_id), "answer": answer,
                   "section": section or (" > ".join(path) if isinstance(path, list) else str(path)),
                   "header": header, "context": chunk.content, "document_id": chunk.document_id}
-        user = _QUESTION_FIELD.sub(lambda m: values[m.group(1)], self.user)
-        return ([{"role": "system", "content": self.system}] if self.system else []) + [
-            {"role": "user", "content": user}]
+        turns: list[dict[str, str]] = []
+        for example in self.examples:
+            shown = {**values, "title": example.title, "section": example.section, "answer": example.answer,
+                     "header": example.header, "context": example.answer}
+            turns += [{"role": "user", "content": self._fill(shown)},
+                      {"role": "assistant", "content": example.question}]
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + turns + [{"role": "user", "content": self._fill(values)}]
+
+    def _fill(self, values: Mapping[str, str]) -> str:
+        return _QUESTION_FIELD.sub(lambda m: values[m.group(1)], self.user)
+
+
 
 
 @dataclass
@@ -134,12 +162,19 @@ class AnswerFirstConfig:
     max_question_chars: int = 300
     """A longer question is a malformed reply (the model kept talking)."""
     prompt: QuestionPromptConfig = field(default_factory=QuestionPromptConfig)
+    retry_prompts: list[QuestionPromptConfig] = field(default_factory=list)
+    """Asked in turn for a span whose question failed a check that another wording may pass (everything
+    but `not_verbatim`), until one passes: over-generate and filter, as Alberti et al. do. Empty (the
+    default): one question per span. More pairs, but on pip's docs worse ones: the model tuned on them
+    fell below the base (benchmarks/README.md), so more chunks (`per_document`) is the default lever."""
 
     def __post_init__(self) -> None:
         smallest = min(self.retrieval_k, self.answer_rank, self.min_span_words)
         if smallest < 1 or self.max_span_words < self.min_span_words:
             raise ConfigError("qa.answer_first: retrieval_k, answer_rank and min_span_words must be at least 1, "
                               "and max_span_words at least min_span_words")
+        self.retry_prompts = [p if isinstance(p, QuestionPromptConfig) else QuestionPromptConfig(**p)
+                              for p in self.retry_prompts]
         if self.retrieval_mode not in ("vector", "text", "hybrid"):
             raise ConfigError(f"qa.answer_first.retrieval_mode must be vector, text or hybrid, "
                               f"got {self.retrieval_mode!r}")
@@ -174,7 +209,7 @@ class GenerationConfig:
     mode: str = "auto"
     """answer_first (spans picked, questions asked), full_pair (the generator writes whole pairs), or
     auto: what the generator suits (qa_generator=local_hf: answer_first; openai_compatible: full_pair)."""
-    per_document: int = 4
+    per_document: int = 8
     """At most this many chunks sampled per document."""
     pairs_per_chunk: int = 2
     """Pairs asked for per chunk (answer_first: spans asked about); replies with more have the surplus rejected."""

@@ -36,7 +36,8 @@ from promptly.utils.concurrency import in_order
 
 log = logging.getLogger(__name__)
 Request = tuple[Chunk, AnswerSpan | None]
-"""A chunk and the answer span asked about (None: full_pair, the generator writes whole pairs)."""
+"""A chunk and the answer span asked about (None: full_pair, the generator writes whole pairs); in
+answer_first, a span whose question was rejected is asked again with the next retry prompt."""
 
 
 @dataclass
@@ -51,6 +52,8 @@ class GenerationReport:
     chunks_without_spans: int = 0
     """answer_first: sampled chunks with no answer-bearing span (nothing asked)."""
     requests: int = 0
+    retries: int = 0
+    """answer_first: of the requests, those asking again (a retry prompt) for a span whose question failed."""
     accepted: int = 0
     stored: int = 0
     replaced: int = 0
@@ -142,56 +145,73 @@ def generate_pairs(
         else:  # questions being replaced may come back; any other stored question is a duplicate
             validator.remember(pair.document_id, pair.question)
     failures_in_a_row = 0
+    prompts = [cfg.answer_first.prompt, *cfg.answer_first.retry_prompts]
 
-    def ask(request: Request) -> str | GeneratorError:
+    def ask(request: Request, attempt: int) -> str | GeneratorError:
         chunk, span = request
         try:
             if span is None:
                 return generator.generate(cfg.prompt.messages(chunk, cfg.pairs_per_chunk),
                                           request_seed(cfg.seed, chunk.id))
-            messages = cfg.answer_first.prompt.messages(chunk, span.text, span.section, span.header)
-            return generator.generate(messages, request_seed(cfg.seed, f"{chunk.id}:{span.text}"))
+            messages = prompts[attempt].messages(chunk, span.text, span.section, span.header)
+            key = f"{chunk.id}:{span.text}" + (f":{attempt}" if attempt else "")
+            return generator.generate(messages, request_seed(cfg.seed, key))
         except GeneratorError as err:
             return err
 
-    def finish(chunk: Chunk, replies: list[tuple[AnswerSpan | None, str]]) -> None:
+    def finish(chunk: Chunk, replies: list[tuple[AnswerSpan | None, str]]) -> list[Request]:
+        """Validate and store one chunk's replies; the requests worth asking again (answer_first)."""
         split = stored_splits.get(chunk.document_id) or split_for_document(chunk.document_id, cfg.split)
+        retry: list[AnswerSpan] = []
         if round_trip is None:
             pairs = [p for _, reply in replies for p in _validate(reply, chunk, split, cfg, validator, report)]
         else:
-            pairs = validate_questions([(s, r) for s, r in replies if s is not None], chunk, split,
-                                       cfg.answer_first, validator, round_trip, report.rejected)
+            pairs, retry = validate_questions([(s, r) for s, r in replies if s is not None], chunk, split,
+                                              cfg.answer_first, validator, round_trip, report.rejected)
         report.accepted += len(pairs)
         report.accepted_pairs.extend(pairs)
         report.stored += store.upsert_qa_pairs(pairs)
         if pairs and chunk.id in replaceable:
             fresh = {p.id for p in pairs}
-            report.replaced += store.delete_qa_pairs([i for i in replaceable[chunk.id] if i not in fresh])
+            report.replaced += store.delete_qa_pairs([i for i in replaceable.pop(chunk.id) if i not in fresh])
         if on_progress:
             on_progress(chunk)
+        return [(chunk, span) for span in retry]
 
-    # Requests overlap (up to the generator's concurrency); replies are validated and stored chunk by
-    # chunk in order, so the verdicts (duplicates above all) are those of a one-at-a-time run.
-    current: Chunk | None = None
-    replies: list[tuple[AnswerSpan | None, str]] = []
-    for (chunk, span), reply in zip(requests, in_order(ask, requests, getattr(generator, "concurrency", 1)),
-                                    strict=True):
-        if current is not None and chunk.id != current.id:
-            finish(current, replies)
-            replies = []
-        current = chunk
-        report.requests += 1
-        if isinstance(reply, GeneratorError):
-            log.warning("generator failed on a chunk of %s: %s", chunk.document_id, reply)
-            report.rejected["generator_error"] += 1
-            failures_in_a_row += 1
-            if failures_in_a_row >= cfg.max_consecutive_errors:
-                raise GeneratorError(f"{failures_in_a_row} requests in a row failed, the last with: {reply}")
-            continue
-        failures_in_a_row = 0
-        replies.append((span, reply))
-    if current is not None:
-        finish(current, replies)
+    def ask_all(requests: list[Request], attempt: int) -> list[Request]:
+        """One pass: every request asked (overlapping up to the generator's concurrency), the replies
+        validated and stored chunk by chunk in order, so the verdicts (duplicates above all) are those
+        of a one-at-a-time run. Returns the requests to ask again with the next prompt."""
+        nonlocal failures_in_a_row
+        again: list[Request] = []
+        current: Chunk | None = None
+        replies: list[tuple[AnswerSpan | None, str]] = []
+        asked_in_order = in_order(lambda r: ask(r, attempt), requests, getattr(generator, "concurrency", 1))
+        for (chunk, span), reply in zip(requests, asked_in_order, strict=True):
+            if current is not None and chunk.id != current.id:
+                again += finish(current, replies)
+                replies = []
+            current = chunk
+            report.requests += 1
+            report.retries += attempt > 0
+            if isinstance(reply, GeneratorError):
+                log.warning("generator failed on a chunk of %s: %s", chunk.document_id, reply)
+                report.rejected["generator_error"] += 1
+                failures_in_a_row += 1
+                if failures_in_a_row >= cfg.max_consecutive_errors:
+                    raise GeneratorError(f"{failures_in_a_row} requests in a row failed, the last with: {reply}")
+                continue
+            failures_in_a_row = 0
+            replies.append((span, reply))
+        if current is not None:
+            again += finish(current, replies)
+        return again
+
+    pending, attempt = requests, 0
+    while pending:
+        retry = ask_all(pending, attempt)
+        attempt += 1
+        pending = retry if attempt < len(prompts) else []
     report.seconds = time.perf_counter() - started
     return report
 

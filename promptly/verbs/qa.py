@@ -68,12 +68,12 @@ def run(cfg: DictConfig, console: Console | None = None) -> GenerationReport | i
 def print_summary(console: Console, report: GenerationReport, generator: str, samples: int = 5) -> None:
     """The counts, the rejections by reason, and a few accepted pairs (so a reader sees what was kept)."""
     table = Table(title=f"promptly qa generate ({escape(generator)}, {report.mode})")
-    for col in ("documents", "chunks asked", "chunks skipped", "requests", "accepted", "per document", "stored",
-                "replaced", "seconds"):
+    for col in ("documents", "chunks asked", "chunks skipped", "requests", "retries", "accepted", "per document",
+                "stored", "replaced", "seconds"):
         table.add_column(col, justify="right")
     per_doc = report.accepted / report.documents if report.documents else 0.0
     table.add_row(str(report.documents), str(report.chunks_sampled), str(report.chunks_skipped),
-                  str(report.requests), str(report.accepted), f"{per_doc:.2f}", str(report.stored),
+                  str(report.requests), str(report.retries), str(report.accepted), f"{per_doc:.2f}", str(report.stored),
                   str(report.replaced), f"{report.seconds:.1f}")
     console.print(table)
     rejected = Table(title="rejected", title_style="bold")
