@@ -74,6 +74,9 @@ class PromptConfig:
     {ordinal})."""
     chunk_separator: str = "\n\n"
     """Between retrieved chunks."""
+    tables: str = "rows"
+    """How a chunk's Markdown tables are written into the prompt: rows ("Column: value; ..." a row, so
+    each value carries its column's name) or markdown (as in the document)."""
     answer_prefix: str = " "
     """Put before the answer after a plain template (not after a chat template's generation prompt)."""
     chat_template: ChatTemplateUse = ChatTemplateUse.auto

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptly.data.config import ChatTemplateUse, PromptConfig
+from promptly.data.tables import linearize_tables
 from promptly.errors import ConfigError
 
 CONTEXT_SENTINEL = "\u2063PROMPTLY_CONTEXT\u2063"  # invisible separator: no template changes it
@@ -27,12 +28,14 @@ class PromptParts:
 
 
 def prompt_config(value: PromptConfig | Mapping[str, Any] | None) -> PromptConfig:
-    """Accept the dataclass, a plain/DictConfig mapping (Hydra), or nothing (the defaults)."""
+    """Accept the dataclass, a plain/DictConfig mapping (Hydra, or a run's saved config), or nothing (the
+    defaults)."""
     if value is None:
         return PromptConfig()
     if isinstance(value, PromptConfig):
         return value
     fields = dict(value)
+    fields.setdefault("tables", "markdown")  # saved before the option: that model saw tables as written
     if "chat_template" in fields:
         fields["chat_template"] = ChatTemplateUse(fields["chat_template"])
     return PromptConfig(**fields)
@@ -53,15 +56,19 @@ class PromptBuilder:
         self.use_chat_template = has_template and cfg.chat_template != ChatTemplateUse.never
         template = cfg.user_template if self.use_chat_template else cfg.template
         name = "data.prompt.user_template" if self.use_chat_template else "data.prompt.template"
+        if cfg.tables not in ("rows", "markdown"):
+            raise ConfigError(f"data.prompt.tables must be rows or markdown, got {cfg.tables!r}")
         for field in ("{context}", "{question}"):
             if field not in template:
                 raise ConfigError(f"{name} must contain {field}: {template!r}")
 
     def format_context(self, chunks: Sequence[Mapping[str, Any]]) -> str:
         """Retrieved chunks, best first, written with chunk_template (`{number}` counts from 1, as the
-        citations do) and joined."""
+        citations do) and joined; tables as "column: value" rows unless `tables` is markdown."""
+        rows = self.cfg.tables == "rows"
         return self.cfg.chunk_separator.join(
-            self.cfg.chunk_template.format(**{"title": c.get("document_id", ""), **c, "number": n})
+            self.cfg.chunk_template.format(**{"title": c.get("document_id", ""), **c, "number": n,
+                                              "content": linearize_tables(c["content"]) if rows else c["content"]})
             for n, c in enumerate(chunks, start=1))
 
     def parts(self, question: str) -> PromptParts:
