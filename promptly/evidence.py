@@ -11,6 +11,9 @@ term of x once would get, so it reads "how much of x, weighted by rarity, the se
 compared against a fixed threshold, which plain BM25 cannot. The geometric mean needs both: MiniLM gives
 any sentence on the same product a high cosine (alone it told answerable from unanswerable questions
 at AUC 0.55 on the tuning set), and a shared rare word alone is not an answer either (benchmarks/README.md).
+A sentence is scored as a reader sees it: a table row with its column names (promptly/data/tables.py, as
+the prompt writes it), and, for the embedder only, after its page's title, so a question naming the
+product does not favour whichever sentence repeats the name (tuning AUC 0.841 -> 0.920).
 Then:
 
 - generative: an answer sentence gets the marker [n] of the source sentence that supports it best, when
@@ -31,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from promptly.data.tables import row_with_header
 from promptly.records import Evidence
 from promptly.retrieval import ContextChunk
 from promptly.settings import AnswerStyle, EvidenceSettings
@@ -151,6 +155,17 @@ class Candidate:
     def text(self) -> str:
         return str(self.chunk["content"])[self.start : self.end]
 
+    @property
+    def scored(self) -> str:
+        """What its support is measured on: the text, but a table row with its column names, as the prompt
+        shows it (a row's "2 GB" answers "minimum memory" only through the header's "Minimum")."""
+        return row_with_header(str(self.chunk["content"]), self.start, self.end) or self.text
+
+    @property
+    def title(self) -> str:
+        """Its page's title (the chunk's), which the embedder reads it with."""
+        return str(self.chunk.get("title") or "")
+
 
 _LEAD_IN_END = re.compile(r":[*_`]*$")
 _BLOCK_LINES, _BLOCK_CHARS = 12, 700
@@ -267,13 +282,20 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
 
 
-def support_matrix(texts: Sequence[str], sentences: Sequence[str], encoder: SentenceEncoder) -> np.ndarray:
+def support_matrix(texts: Sequence[str], sentences: Sequence[str], encoder: SentenceEncoder,
+                   titles: Sequence[str] | None = None) -> np.ndarray:
     """support(text_i, sentence_j) for every pair: the geometric mean of the embedder's cosine (floored at 0)
-    and the BM25 coverage (module docstring)."""
+    and the BM25 coverage (module docstring). `titles` (each sentence's page) go before the sentences for
+    the embedder only: a sentence is read on its page, so a question naming the product no longer favours
+    the sentences that repeat the name; BM25 is left without them (a word in every sentence weighs
+    nothing, and a title word the question needs would lose its weight)."""
     if not texts or not sentences:
         return np.zeros((len(texts), len(sentences)), dtype=np.float32)
     queries = _unit(np.asarray(encoder.embed_queries(list(texts)), dtype=np.float32))
-    docs = _unit(np.asarray(encoder.embed_documents([display(s) for s in sentences]), dtype=np.float32))
+    shown = [display(s) for s in sentences]
+    if titles is not None:
+        shown = [f"{t}: {x}" if t else x for t, x in zip(titles, shown, strict=True)]
+    docs = _unit(np.asarray(encoder.embed_documents(shown), dtype=np.float32))
     cosine = np.clip(queries @ docs.T, 0.0, 1.0)
     bm25 = SmallBM25(sentences)
     lexical = np.stack([bm25.coverage(t) for t in texts])
@@ -298,7 +320,7 @@ def plan(question: str, chunks: Sequence[ContextChunk], encoder: SentenceEncoder
          settings: EvidenceSettings) -> EvidencePlan:
     """Score every sentence of the chunks against the question; abstain when none reaches the threshold."""
     cands = tuple(candidates(chunks))
-    scores = support_matrix([question], [c.text for c in cands], encoder)
+    scores = support_matrix([question], [c.scored for c in cands], encoder, [c.title for c in cands])
     row = tuple(float(x) for x in scores[0]) if cands else ()
     best = max(row, default=0.0)
     return EvidencePlan(cands, row, best, abstain=best < settings.abstain_below)
@@ -307,7 +329,8 @@ def plan(question: str, chunks: Sequence[ContextChunk], encoder: SentenceEncoder
 def _evidence(cand: Candidate, score: float, answer_sentence: int | None) -> Evidence:
     return Evidence(number=cand.number, chunk_id=str(cand.chunk["chunk_id"]),
                     document_id=str(cand.chunk["document_id"]), sentence=cand.text, start=cand.start,
-                    end=cand.end, support=round(score, 4), answer_sentence=answer_sentence)
+                    end=cand.end, support=round(score, 4), answer_sentence=answer_sentence,
+                    shown=display(cand.scored))
 
 
 @dataclass(frozen=True)
@@ -375,7 +398,7 @@ def generative(question: str, answer: str, p: EvidencePlan, encoder: SentenceEnc
     used: list[int] = []  # the candidates in `evidence`
     markers: dict[int, int] = {}
     if pieces and p.candidates:
-        support = support_matrix(pieces, [c.text for c in p.candidates], encoder)
+        support = support_matrix(pieces, [c.scored for c in p.candidates], encoder, [c.title for c in p.candidates])
         by_question = np.asarray(p.question_support, dtype=np.float32)
         for i in range(len(pieces)):
             j = int(np.argmax(support[i] + by_question))

@@ -138,6 +138,9 @@ class Evidence:
     answer_sentence: int | None = None
     """The answer sentence it supports (0-based; extractive: its place in the answer); None: it supports the
     question but no answer sentence."""
+    shown: str = ""
+    """How a reader should see it, on one line: a table row with its column names ("Resource: Memory;
+    Minimum: 2 GB; ..."), else the sentence with its hard wraps joined ("": show `sentence`)."""
 
 
 @dataclass(frozen=True)

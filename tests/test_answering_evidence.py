@@ -14,7 +14,16 @@ import pytest
 from rich.console import Console
 
 from promptly.answering import Answerer
-from promptly.evidence import ABSTENTION, candidates, display, extractive, generative, plan, sentence_spans
+from promptly.evidence import (
+    ABSTENTION,
+    candidates,
+    display,
+    extractive,
+    generative,
+    plan,
+    sentence_spans,
+    support_matrix,
+)
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import load_model
 from promptly.records import Answer, Citation, Evidence
@@ -94,6 +103,27 @@ def test_extractive_quotes_a_lead_in_with_its_list_and_not_the_items_again(embed
     assert "levels of configuration files" in first.sentence and "`user`: one per user." in first.sentence
     spans = [(e.start, e.end) for e in answer.evidence]
     assert all(a[1] <= b[0] or b[1] <= a[0] for i, a in enumerate(spans) for b in spans[i + 1:])  # no repeats
+
+
+def test_a_table_row_is_scored_with_its_column_names_and_each_sentence_with_its_page(embedder) -> None:
+    """quillmq's minimum memory is a table row ("| Memory | 2 GB | 8 GB |") whose "minimum" is in the header,
+    beside a README sentence that names quillmq and "need": read alone, the README sentence wins; read as
+    the prompt shows the row (its column names) and each sentence with its page's title, the row does."""
+    docs = REPO_ROOT / "sample_data" / "docs" / "quillmq"
+    install = (docs / "install.md").read_text(encoding="utf-8")
+    chunks = [{"chunk_id": "a", "document_id": "quillmq/README.md", "title": "quillmq",
+               "content": (docs / "README.md").read_text(encoding="utf-8")[:900]},
+              {"chunk_id": "b", "document_id": "quillmq/install.md", "title": "Installing quillmq",
+               "content": install[: install.index("## Docker")]}]
+    question = "How much memory does quillmq need at minimum?"
+    settings = EvidenceSettings(abstain_below=0.0, max_sentences=1)
+    p = plan(question, chunks, embedder, settings)
+    (best,) = extractive(question, p, settings).evidence
+    assert best.sentence.startswith("| Memory") and "2 GB" in best.sentence and best.number == 2
+    assert best.sentence == chunks[1]["content"][best.start : best.end]  # still the page's own text
+    assert best.shown == "Resource: Memory; Minimum: 2 GB; Recommended for production: 8 GB"  # as read
+    alone = support_matrix([question], [c.text for c in p.candidates], embedder)[0]
+    assert p.candidates[int(alone.argmax())].text.startswith("quillmq is a small")  # what it was before
 
 
 def test_text_output_shows_each_supporting_sentence_under_its_source() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from promptly.data.collate import IGNORE_INDEX
 from promptly.data.datamodule import RagDataModule
+from promptly.data.tables import linearize_tables
 from promptly.model.config import TinyConfig
 from promptly.model.tiny import load_tiny_tokenizer
 from promptly.records import Chunk, Document, sha256_hex
@@ -57,7 +58,8 @@ def test_examples_follow_the_stores_document_splits_with_gold_and_retrieved_cont
     for i in range(len(dm.files["train"])):
         prompt = prompt_text(dm, "train", i)
         pair = by_question[question_of(prompt)]  # every training prompt is a train-split question
-        assert chunks[pair.chunk_ids[0]].content.strip() in prompt  # the gold chunk is always shown
+        gold = linearize_tables(chunks[pair.chunk_ids[0]].content).strip()  # as the prompt writes tables
+        assert gold in prompt  # the gold chunk is always shown
     # Validation shows what retrieval really returns for the question: the store's own top hit.
     val = {p.question: p for p in pairs["validation"]}
     for i in range(min(5, len(dm.files["validation"]))):
@@ -65,7 +67,7 @@ def test_examples_follow_the_stores_document_splits_with_gold_and_retrieved_cont
         q = question_of(prompt)
         assert q in val
         top = ingested_store.search(embedder.embed_query(q), q, k=1, mode="hybrid")[0]
-        assert top.content.strip() in prompt
+        assert linearize_tables(top.content).strip() in prompt
 
 
 def test_long_examples_are_cut_in_context_counted_and_keep_whole_answers(

@@ -9,7 +9,7 @@ import pytest
 
 from promptly.data.config import PromptConfig
 from promptly.data.prompts import PromptBuilder, prompt_config
-from promptly.data.tables import linearize_tables
+from promptly.data.tables import linearize_tables, row_with_header
 from promptly.errors import ConfigError
 
 INSTALL = """## System requirements
@@ -62,3 +62,15 @@ def test_a_prompt_saved_before_the_option_keeps_tables_as_its_model_saw_them() -
     assert prompt_config(saved).tables == "markdown"
     assert prompt_config({**saved, "tables": "rows"}).tables == "rows"
     assert prompt_config(None).tables == "rows"
+
+
+def test_a_row_of_a_document_is_named_after_its_columns_for_scoring() -> None:
+    memory = INSTALL.index("| Memory")
+    end = INSTALL.index("\n", memory)
+    assert row_with_header(INSTALL, memory, end) == "Resource: Memory; Minimum: 2 GB"
+    header = INSTALL.index("| Resource")
+    assert row_with_header(INSTALL, header, INSTALL.index("\n", header)) is None  # the header is no body row
+    prose = INSTALL.index("Network file")
+    assert row_with_header(INSTALL, prose, INSTALL.index("\n", prose)) is None
+    code_row = INSTALL.index("| x ")
+    assert row_with_header(INSTALL, code_row, INSTALL.index("\n", code_row)) is None  # in a code block

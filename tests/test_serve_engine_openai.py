@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from promptly.data.tables import linearize_tables
 from promptly.store.postgres import PostgresStore
 
 from .cloud.openai_server import OpenAIServer, Reply
@@ -99,7 +100,7 @@ def test_engine_answers_with_our_sources_and_the_answer_is_stored(client: openai
     system, user = request["messages"]
     assert system["role"] == "system" and user["role"] == "user" and QUESTION in user["content"]
     for c in citations:  # the engine saw exactly the numbered sources the answer cites
-        assert f"[{c['number']}] " in user["content"] and c["content"] in user["content"]
+        assert f"[{c['number']}] " in user["content"] and linearize_tables(c["content"]) in user["content"]
     answer = response.choices[0].message.content
     assert answer == ANSWER
     assert response.usage is not None and response.usage.completion_tokens == len(answer.split())

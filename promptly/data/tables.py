@@ -47,3 +47,20 @@ def linearize_tables(text: str) -> str:
         out.append(line)
         i += 1
     return "\n".join(out)
+
+
+def row_with_header(content: str, start: int, end: int) -> str | None:
+    """The table row at `content[start:end]` written with its column names ("Resource: Memory; Minimum:
+    2 GB; ..."), as the prompt shows it; None when the span is not one body row of a pipe table (or is
+    in a code block)."""
+    row = content[start:end]
+    if "\n" in row.strip() or not _is_row(row):
+        return None
+    lines = content[: content.rfind("\n", 0, start) + 1].split("\n")[:-1]  # the lines above the row
+    if sum(bool(_FENCE.match(line)) for line in lines) % 2:
+        return None  # inside a code block
+    while lines and _is_row(lines[-1]) and not _SEPARATOR.match(lines[-1]):
+        lines.pop()  # earlier body rows
+    if len(lines) < 2 or not _SEPARATOR.match(lines[-1]) or not _is_row(lines[-2]):
+        return None
+    return linearize_tables(f"{lines[-2]}\n{lines[-1]}\n{row.strip()}")

@@ -102,7 +102,8 @@ def show_sources(message: dict[str, Any], index: int) -> None:
     for c in citations:
         for e in sentences:  # the sentence the answer rests on, under its source
             if e["number"] == c["number"]:
-                st.text(f"[{c['number']}] “{' '.join(e['sentence'].split())}”")
+                shown = e.get("shown") or " ".join(e["sentence"].split())  # a table row with its column names
+                st.text(f"[{c['number']}] “{shown}”")
         with st.expander(f"[{c['number']}] {c['title']}"):
             st.caption(f"{c['document_id']} · chunk {c['ordinal']} · score {c['score'] or 0:.4f}")
             st.text(c.get("content", ""))

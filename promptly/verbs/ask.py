@@ -59,7 +59,8 @@ def print_answer(console: Console, answer: Answer) -> None:
         console.print(f"  [{c.number}] {escape(c.title)} — {escape(c.document_id)} chunk {c.ordinal}{score}")
         for e in answer.evidence:
             if e.number == c.number:
-                console.print(f'      [green]“{escape(display(e.sentence))}”[/] [dim](support {e.support:.2f})[/]')
+                shown = e.shown or display(e.sentence)  # a table row with its column names
+                console.print(f'      [green]“{escape(shown)}”[/] [dim](support {e.support:.2f})[/]')
     console.print(f"\n[dim]answered by {escape(answer.model)} in {answer.seconds:.1f} s ({answer.style})[/]")
 
 
