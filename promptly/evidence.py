@@ -355,7 +355,8 @@ def _overlap(a: Candidate, b: Candidate) -> bool:
 
 
 def extractive(question: str, p: EvidencePlan, settings: EvidenceSettings) -> EvidencedAnswer:
-    """The best question-supporting sentences, quoted in source order of their score, each with its marker."""
+    """The best question-supporting sentences, quoted in source order of their score, each with its marker
+    (as a reader sees them: on one line, a table row with its column names)."""
     if p.abstain:
         return abstention(question, p, AnswerStyle.extractive.value)
     order = sorted(range(len(p.candidates)), key=lambda i: -p.question_support[i])
@@ -373,7 +374,7 @@ def extractive(question: str, p: EvidencePlan, settings: EvidenceSettings) -> Ev
         if len(chosen) >= settings.max_sentences:
             break
     evidence = tuple(_evidence(p.candidates[i], p.question_support[i], n) for n, i in enumerate(chosen))
-    text = " ".join(f'"{display(e.sentence)}" [{e.number}]' for e in evidence)
+    text = " ".join(f'"{e.shown}" [{e.number}]' for e in evidence)  # a table row with its column names
     return EvidencedAnswer(text, evidence, False, AnswerStyle.extractive.value, round(p.best_support, 4))
 
 

@@ -118,7 +118,9 @@ def test_a_table_row_is_scored_with_its_column_names_and_each_sentence_with_its_
     question = "How much memory does quillmq need at minimum?"
     settings = EvidenceSettings(abstain_below=0.0, max_sentences=1)
     p = plan(question, chunks, embedder, settings)
-    (best,) = extractive(question, p, settings).evidence
+    answer = extractive(question, p, settings)
+    (best,) = answer.evidence
+    assert answer.text == '"Resource: Memory; Minimum: 2 GB; Recommended for production: 8 GB" [2]'
     assert best.sentence.startswith("| Memory") and "2 GB" in best.sentence and best.number == 2
     assert best.sentence == chunks[1]["content"][best.start : best.end]  # still the page's own text
     assert best.shown == "Resource: Memory; Minimum: 2 GB; Recommended for production: 8 GB"  # as read
