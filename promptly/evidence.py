@@ -30,6 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -155,7 +156,7 @@ class Candidate:
     def text(self) -> str:
         return str(self.chunk["content"])[self.start : self.end]
 
-    @property
+    @cached_property
     def scored(self) -> str:
         """What its support is measured on: the text, but a table row with its column names, as the prompt
         shows it (a row's "2 GB" answers "minimum memory" only through the header's "Minimum")."""

@@ -16,8 +16,8 @@ the round trip holds:
 - retrieval, as serving does it (the store's search with the embedder), finds the source chunk, or
   another chunk holding the same span (chunks overlap), in the top k (`not_retrieved`).
 
-A span whose question fails is asked again with the next of `retry_prompts` (a worked example first),
-so one clumsy question does not lose a good answer; every rejected reply is counted by its reason.
+With `retry_prompts` (none by default), a span whose question fails is asked again with the next of them
+(e.g. a worked example first); every rejected reply is counted by its reason.
 """
 
 from __future__ import annotations
@@ -133,14 +133,13 @@ def validate_questions(replies: Sequence[tuple[AnswerSpan, str]], chunk: Chunk, 
     for span, reply in replies:
         question = parse_question(reply, cfg.max_question_chars)
         reason = "malformed" if question is None else _failed_check(question, span, chunk, validator, asked)
-        if reason is None and question is not None:
+        if reason is not None:
+            rejected[reason] += 1
+            if reason != "not_verbatim":  # a span no longer in its chunk: no question can mend it
+                retry.append(span)
+        elif question is not None:
             asked.add(normalize_question(question))
             kept.append((span, question))
-            continue
-        reason = reason or "malformed"
-        rejected[reason] += 1
-        if reason != "not_verbatim":  # a span no longer in its chunk: no question can mend it
-            retry.append(span)
     spans, questions = [s for s, _ in kept], [q for _, q in kept]
     answered = round_trip.answered(chunk, spans, questions)
     found = round_trip.found(chunk, spans, questions)

@@ -90,6 +90,7 @@ class PromptConfig:
         return ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": user}]
 
+
 @dataclass
 class QuestionExample:
     """A worked example shown before the real request (few-shot): the user turn's fields and its question."""
@@ -139,8 +140,6 @@ class QuestionPromptConfig:
 
     def _fill(self, values: Mapping[str, str]) -> str:
         return _QUESTION_FIELD.sub(lambda m: values[m.group(1)], self.user)
-
-
 
 
 @dataclass
