@@ -7,6 +7,7 @@ model's compute: projecting only the supervised positions gives the same loss as
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -50,11 +51,24 @@ def supervised_loss(model: Any, batch: dict[str, torch.Tensor], head_only_on_lab
     keep = targets != IGNORE_INDEX
     n = keep.sum()
     parts = _parts(model) if head_only_on_labels else None
-    if parts is not None:
-        decoder, head = parts
-        hidden = decoder(**inputs, use_cache=False).last_hidden_state
-        logits = head(hidden[:, :-1][keep])
-    else:
-        logits = model(**inputs, use_cache=False).logits[:, :-1][keep]
+    with _adapter_inputs_as_they_come(model, batch["input_ids"].device.type):
+        if parts is not None:
+            decoder, head = parts
+            hidden = decoder(**inputs, use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][keep])
+        else:
+            logits = model(**inputs, use_cache=False).logits[:, :-1][keep]
     loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
     return loss_sum, n
+
+
+def _adapter_inputs_as_they_come(model: Any, device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """Under autocast, PEFT's cast of each LoRA layer's input to the adapter's fp32 weight dtype is undone by
+    autocast itself (the adapter's matmul runs in bf16/fp16 anyway): two copies of an activation per adapted
+    layer, forward and backward, for identical values. Off for the forward, on again after (generation
+    outside autocast needs it). SmolLM2 LoRA step on the CPU: about 4 % (benchmarks/README.md)."""
+    if not torch.is_autocast_enabled(device_type):
+        return contextlib.nullcontext()
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(model)
