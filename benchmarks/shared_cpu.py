@@ -11,8 +11,10 @@ process this script starts and stops, with torch's default thread count (one per
 promptly's choice (`PROMPTLY_NUM_THREADS=auto`: promptly.utils.hardware.resolve_threads, measured
 at the start of each run). The load average is printed before and after: on a machine other jobs
 share, "quiet" means "without our burner" only.
-Last lines: `<task>: loaded_vs_quiet default=<r> promptly=<r>` (median seconds or s/token ratios;
-goal: promptly <= 1.3).
+Quiet runs are also timed on the CPUs one burner leaves free (`spare`: one thread fewer than CPUs): no thread
+choice can beat that beside the burner, so `floor` (quiet promptly against quiet spare) is the lowest slowdown
+this machine allows. Last lines: `<task>: loaded_vs_quiet default=<r> promptly=<r> floor=<r>` (median seconds
+or tok/s ratios; goal: promptly <= 1.3).
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ def start_burner() -> subprocess.Popen[bytes]:
 
 
 def set_threads(mode: str) -> int:
-    n = DEFAULT_THREADS if mode == "default" else resolve_threads("auto").threads
+    """default: torch's own (one per CPU); spare: the CPUs one burner leaves free (the best any choice can use
+    beside it, timed without it); promptly: `resolve_threads("auto")`."""
+    if mode == "spare":
+        n = max(1, DEFAULT_THREADS - 1)
+    else:
+        n = DEFAULT_THREADS if mode == "default" else resolve_threads("auto").threads
     torch.set_num_threads(n)
     return n
 
@@ -66,13 +73,19 @@ def time_generation(model: Any, tokenizer: Any, prompt: list[int], new_tokens: i
     return seconds
 
 
+def slowdown(med: dict[tuple[str, str], float], task: str, slow: tuple[str, str], fast: tuple[str, str]) -> float:
+    """How many times slower `slow` ran than `fast`: generation is timed in seconds (higher is worse),
+    training in tok/s (lower is worse)."""
+    return med[slow] / med[fast] if task == "generate" else med[fast] / med[slow]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--tasks", default="generate,train")
-    parser.add_argument("--train-modes", default="default,promptly",
+    parser.add_argument("--train-modes", default="default,promptly,spare",
                         help="thread modes timed for training (default threads beside the burner can take hours)")
     args = parser.parse_args()
     import logging
@@ -100,7 +113,7 @@ def main() -> None:
             for load in ("quiet", "burner"):
                 burner = start_burner() if load == "burner" else None
                 try:
-                    for mode in ("default", "promptly"):
+                    for mode in ("default", "promptly") if load == "burner" else ("default", "promptly", "spare"):
                         threads = set_threads(mode)
                         if gen_model is not None:
                             s = time_generation(gen_model, tokenizer, list(prompt), args.new_tokens)
@@ -118,13 +131,14 @@ def main() -> None:
                         burner.wait()
     print(f"load average after: {_load()}")
     for task in ("generate", "train"):
-        if (task, "quiet", "default") not in results:
-            continue
         med = {k[1:]: statistics.median(v) for k, v in results.items() if k[0] == task}
-        # generation: seconds (higher is worse); training: tok/s (lower is worse): both as slowdown factors
-        ratio = {mode: (med[("burner", mode)] / med[("quiet", mode)] if task == "generate"
-                        else med[("quiet", mode)] / med[("burner", mode)])
+        if not med:
+            continue
+        ratio = {mode: slowdown(med, task, ("burner", mode), ("quiet", mode))
                  for mode in ("default", "promptly") if ("quiet", mode) in med and ("burner", mode) in med}
+        if ("quiet", "spare") in med and ("quiet", "promptly") in med:
+            # the floor: the quiet promptly run against the same work on only the CPUs a burner leaves free
+            ratio["floor"] = slowdown(med, task, ("quiet", "spare"), ("quiet", "promptly"))
         print(f"{task}: loaded_vs_quiet " + " ".join(f"{m}={r:.2f}" for m, r in ratio.items()))
 
 

@@ -1,6 +1,7 @@
 """Under autocast the training loss hands each LoRA layer its input in the autocast dtype (PEFT would copy it to
 the adapter's fp32 weight dtype, only for autocast to copy it back): the loss and the adapters' gradients must
-equal PEFT's own forward, and generation outside autocast must still work afterwards."""
+equal PEFT's own forward, and generation outside autocast must still work afterwards. Under activation
+checkpointing PEFT's cast stays: the recomputation in the backward must save what the forward saved."""
 
 from __future__ import annotations
 
@@ -65,3 +66,17 @@ def test_lora_inputs_stay_bf16_under_autocast_with_the_same_loss_and_gradients(t
     with torch.no_grad():  # bf16 base, fp32 adapters, no autocast: PEFT's cast is what makes this work
         generated = model.generate(input_ids=batch["input_ids"][:1, :8], max_new_tokens=3, do_sample=False)
     assert generated.shape[1] == 11
+
+
+def test_activation_checkpointing_keeps_peft_s_cast_so_its_recomputation_matches(tiny_state: Path) -> None:  # noqa: F811
+    tiny = TinyConfig(corpus_dir=str(SAMPLE_DATA), cache_dir=str(tiny_state / "tiny"), num_hidden_layers=2)
+    model = ModelFactory("tiny", peft={**LORA, "dropout": 0.1}, tiny=tiny, dtype="bfloat16",
+                         gradient_checkpointing=True).build()
+    model.train()  # dropout on: it saves its input, whose dtype the recomputation must reproduce
+    rng = np.random.default_rng(1)
+    batch = Collator(pad_token_id=0, packed=False)([[(rng.integers(3, 2000, n), n // 2)] for n in (40, 23)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_sum, n = supervised_loss(model, batch)
+    (loss_sum / n).backward()  # a CheckpointError if the forward and its recomputation saved other dtypes
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and bool(torch.isfinite(g).all()) for g in grads)

@@ -66,8 +66,12 @@ def _adapter_inputs_as_they_come(model: Any, device_type: str) -> contextlib.Abs
     """Under autocast, PEFT's cast of each LoRA layer's input to the adapter's fp32 weight dtype is undone by
     autocast itself (the adapter's matmul runs in bf16/fp16 anyway): two copies of an activation per adapted
     layer, forward and backward, for identical values. Off for the forward, on again after (generation
-    outside autocast needs it). SmolLM2 LoRA step on the CPU: about 4 % (benchmarks/README.md)."""
+    outside autocast needs it). SmolLM2 LoRA step on the CPU: about 4 % (benchmarks/README.md). Left on under
+    activation checkpointing: its recomputation runs in the backward, after this forward, and must save
+    tensors of the same dtypes as the forward did (LoRA dropout saves its input)."""
     if not torch.is_autocast_enabled(device_type):
+        return contextlib.nullcontext()
+    if any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()):
         return contextlib.nullcontext()
     from peft.helpers import disable_input_dtype_casting
 
