@@ -1,15 +1,18 @@
 """`promptly serve` as OpenAI clients see it: the official `openai` client against the running server,
 plain and streamed completions with citations, every bad input a 4xx with a reason (nothing stored),
-feedback on stored conversations, /v1/retrieve filters, answer styles and the optional API key."""
+feedback on stored conversations, /v1/retrieve filters, answer styles and the optional API key; every forward pass
+of an answer on the one compute thread (promptly/serving/compute.py)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
+from promptly.serving.compute import on_compute_thread
 from promptly.store.postgres import PostgresStore
 
 from .cloud.promptly_server import ServeThread
@@ -160,3 +163,22 @@ def test_api_key_from_the_environment(server: ServeThread, monkeypatch: pytest.M
     keyed = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-serve-test-key", max_retries=0)
     assert {m.id for m in keyed.models.list()} == {"tiny", "promptly"}
     assert httpx.get(f"{server.url}/healthz").status_code == 200  # probes need no key
+
+
+def test_a_served_answer_runs_every_forward_pass_on_the_compute_thread(server: ServeThread) -> None:
+    engine = server.app.state.promptly.engine
+    seen: list[tuple[str, int]] = []
+    modules = {"generator": engine.slot().loaded.model, "embedder": engine.embedder.model}
+    hooks = [m.register_forward_pre_hook(lambda *_, name=name: seen.append((name, threading.get_ident())))
+             for name, m in modules.items()]
+    try:
+        response = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+            "model": "tiny", "messages": [{"role": "user", "content": QUESTION}]})
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert response.status_code == 200, response.text
+    compute_ident = on_compute_thread(threading.get_ident)
+    assert {name for name, _ in seen} == {"generator", "embedder"}
+    assert {ident for _, ident in seen} == {compute_ident}
+    assert compute_ident not in {server.thread.ident, threading.get_ident()}

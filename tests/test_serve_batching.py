@@ -1,5 +1,6 @@
 """Continuous batching (promptly/serving/batching.py) on the tiny model: answers equal one-at-a-time
-`generate` token for token though requests join and leave the running batch; a request arriving
+`generate` token for token though requests join and leave the running batch (and the KV buffers fill and
+grow); a request arriving
 mid-generation starts before the running one ends; greedy and sampled requests share a batch, each
 with its own settings."""
 
@@ -17,6 +18,7 @@ from promptly.model.config import SamplingConfig
 from promptly.model.factory import ModelFactory
 from promptly.model.generation import generate
 from promptly.model.loading import LoadedModel
+from promptly.serving import decode
 from promptly.serving.batching import ContinuousBatcher, Job
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.models import ModelSlot
@@ -112,7 +114,10 @@ def sample_value(metrics: ServerMetrics, name: str) -> float:
     return value
 
 
-def test_answers_equal_one_at_a_time_greedy_answers_while_requests_join_and_leave(slot: ModelSlot) -> None:
+@pytest.mark.parametrize("spare", [decode.SPARE_COLUMNS, 5], ids=["default-spare", "buffers-grow-every-5-steps"])
+def test_answers_equal_one_at_a_time_greedy_answers_while_requests_join_and_leave(
+        slot: ModelSlot, spare: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode, "SPARE_COLUMNS", spare)  # the KV buffers' free columns: 60 tokens fill 5 many times
     ps = prompts(slot)
     long = SamplingConfig(batch_size=1, max_new_tokens=60, repetition_penalty=1.1)
     expected = [alone(slot, ps[0], long)] + [alone(slot, p, GREEDY) for p in ps[1:]]

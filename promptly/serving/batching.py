@@ -26,6 +26,7 @@ import torch
 from promptly.model.config import SamplingConfig
 from promptly.model.generation import _stop_ids, pad_id
 from promptly.serving import decode
+from promptly.serving.compute import on_compute_thread
 from promptly.serving.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,9 @@ class ContinuousBatcher:
             started, tokens = time.monotonic(), 0
             try:
                 if newcomers:
-                    tokens += self._prefill(newcomers)
+                    tokens += on_compute_thread(self._prefill, newcomers)
                 if self._rows:
-                    tokens += self._step()
+                    tokens += on_compute_thread(self._step)
             except Exception as err:  # one bad batch must not stop the worker: its requests get the error
                 log.exception("generation failed")
                 for seq in self._rows:

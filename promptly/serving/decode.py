@@ -4,7 +4,10 @@ The running batch is a left-padded KV cache (one row per sequence, `[rows, heads
 layer) with its attention mask and each row's next position. Newcomers are prefilled together, alone
 from the running rows, and their cache is then joined to the running one (the narrower side padded on
 the left with masked zeros); finished rows are dropped, and columns that no remaining row uses are
-trimmed, so the width follows the longest live sequence. Masked positions never reach a softmax, so a
+trimmed, so the width follows the longest live sequence. Each layer's keys and values sit in a buffer with
+spare columns past the width, which a decode step writes its token into in place: growing the cache by
+concatenation copied the whole cache every step (about a third of an 8-row SmolLM2 step on the CPU,
+benchmarks/README.md). Masked positions never reach a softmax, so a
 row's logits are those of the sequence alone up to floating-point rounding (greedy answers equal
 one-at-a-time answers; the tests check it on the tiny model).
 
@@ -20,9 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import DynamicCache
+from transformers import Cache
+from transformers.cache_utils import DynamicLayer
 
 from promptly.model.config import SamplingConfig
+
+SPARE_COLUMNS = 64
+"""Columns a cache buffer keeps free past its width: one reallocation every 64 decode steps."""
 
 
 @dataclass
@@ -30,7 +37,8 @@ class Running:
     """The running batch's tensors: row i is the i-th live sequence."""
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
-    """Per layer, keys and values `[rows, heads, width, head_dim]` (left-padded)."""
+    """Per layer, key and value buffers `[rows, heads, capacity, head_dim]`: the first `width` columns hold the
+    (left-padded) cache, the rest are free for the next steps."""
     mask: torch.Tensor
     """`[rows, width]`: 1 where the cache holds a real token."""
     positions: torch.Tensor
@@ -45,12 +53,63 @@ class Running:
         return int(self.mask.shape[1])
 
 
-def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+class _BufferedLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values are views of buffers with spare columns: `update` writes the new
+    positions in place and reallocates (with SPARE_COLUMNS more) only when the buffer is full."""
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, used: int = 0) -> None:
+        super().__init__()
+        self.buffers = (keys, values)
+        if keys is not None and values is not None:
+            self.is_initialized, self.device = True, keys.device
+            self.keys, self.values = keys[:, :, :used], values[:, :, :used]
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.buffers = (_with_spare(key_states[:, :, :0], 0), _with_spare(value_states[:, :, :0], 0))
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        used, new = self.get_seq_length(), key_states.shape[-2]
+        keys, values = self.buffers
+        assert keys is not None and values is not None
+        if used + new > keys.shape[-2]:
+            keys, values = _with_spare(keys[:, :, :used], new), _with_spare(values[:, :, :used], new)
+            self.buffers = (keys, values)
+        keys[:, :, used:used + new] = key_states
+        values[:, :, used:used + new] = value_states
+        self.keys, self.values = keys[:, :, :used + new], values[:, :, :used + new]
+        return self.keys, self.values
 
 
-def _cache(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    return DynamicCache(ddp_cache_data=layers)
+def _with_spare(t: torch.Tensor, more: int) -> torch.Tensor:
+    """A copy of `[rows, heads, width, head_dim]` in a buffer with room for `more` + SPARE_COLUMNS columns."""
+    shape = list(t.shape)
+    shape[2] += more + SPARE_COLUMNS
+    buffer = t.new_empty(shape)
+    buffer[:, :, :t.shape[2]] = t
+    return buffer
+
+
+def _cache(layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None, width: int = 0) -> Cache:
+    if layers is None:
+        return Cache(layer_class_to_replicate=_BufferedLayer)
+    return Cache(layers=[_BufferedLayer(k, v, width) for k, v in layers])
+
+
+def _layers(cache: Cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for layer in cache.layers:
+        keys, values = layer.buffers  # type: ignore[union-attr]
+        out.append((keys, values))
+    return out
+
+
+def _used(running: Running) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values without the spare columns."""
+    return [(k[:, :, :running.width], v[:, :, :running.width]) for k, v in running.layers]
 
 
 @torch.no_grad()
@@ -64,7 +123,7 @@ def prefill(model: Any, prompts: Sequence[Sequence[int]], pad: int) -> tuple[Run
         ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
         mask[row, width - len(prompt):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = _cache()
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 cache=cache, use_cache=True, logits_to_keep=1)
     running = Running(_layers(cache), mask.to(device), mask.sum(-1).to(device))
@@ -75,7 +134,7 @@ def prefill(model: Any, prompts: Sequence[Sequence[int]], pad: int) -> tuple[Run
 def step(model: Any, running: Running, tokens: torch.Tensor) -> tuple[Running, torch.Tensor]:
     """Feed each row its last chosen token: the grown batch and the next-token logits `[rows, vocab]`."""
     mask = torch.cat([running.mask, torch.ones_like(running.mask[:, :1])], dim=1)
-    cache = _cache(running.layers)
+    cache = _cache(running.layers, running.width)
     out = model(input_ids=tokens.view(-1, 1), attention_mask=mask, position_ids=running.positions.view(-1, 1),
                 cache=cache, use_cache=True, logits_to_keep=1)
     return Running(_layers(cache), mask, running.positions + 1), out.logits[:, -1, :].float()
@@ -95,9 +154,9 @@ def join(a: Running | None, b: Running) -> Running:
     if a is None:
         return b
     width = max(a.width, b.width)
-    layers = [(torch.cat([_pad_left(ka, width, 2), _pad_left(kb, width, 2)]),
-               torch.cat([_pad_left(va, width, 2), _pad_left(vb, width, 2)]))
-              for (ka, va), (kb, vb) in zip(a.layers, b.layers, strict=True)]
+    layers = [(_with_spare(torch.cat([_pad_left(ka, width, 2), _pad_left(kb, width, 2)]), 0),
+               _with_spare(torch.cat([_pad_left(va, width, 2), _pad_left(vb, width, 2)]), 0))
+              for (ka, va), (kb, vb) in zip(_used(a), _used(b), strict=True)]
     return Running(layers, torch.cat([_pad_left(a.mask, width, 1), _pad_left(b.mask, width, 1)]),
                    torch.cat([a.positions, b.positions]))
 
@@ -110,8 +169,8 @@ def keep(running: Running, rows: list[int]) -> Running | None:
     mask = running.mask.index_select(0, index)
     used = mask.any(dim=0).nonzero()
     start = int(used[0]) if len(used) else mask.shape[1]
-    layers = [(k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-              for k, v in running.layers]
+    layers = [(_with_spare(k.index_select(0, index)[:, :, start:], 0),
+               _with_spare(v.index_select(0, index)[:, :, start:], 0)) for k, v in _used(running)]
     return Running(layers, mask[:, start:], running.positions.index_select(0, index))
 
 

@@ -28,6 +28,7 @@ from promptly.ingest.redaction import Redactor
 from promptly.model.config import SamplingConfig
 from promptly.retrieval import ContextChunk, Retriever
 from promptly.serving.batching import ContinuousBatcher, Job
+from promptly.serving.compute import on_compute_thread
 from promptly.serving.config import ServeSettings
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.models import ModelManager, ModelSlot, explicit_model
@@ -89,8 +90,7 @@ class Engine:
         """Applied to questions and answers before they are stored (serve.redact_conversations)."""
         self.metrics = metrics or ServerMetrics()
         self.pool = StorePool(lambda: instantiate(cfg.store), settings.store_pool_size)
-        self.embedder: Any = instantiate(cfg.embedder)
-        self._embed_lock = threading.Lock()  # one embedding at a time: the CPU is shared with generation
+        self.embedder: Any = on_compute_thread(instantiate, cfg.embedder)
         self.sampling = SamplingConfig(**OmegaConf.to_container(cfg.generation, resolve=True))  # type: ignore[arg-type]
         self.k, self.mode = int(cfg.retrieval.k), str(cfg.retrieval.mode)
         self.evidence = EvidenceSettings(**OmegaConf.to_container(cfg.evidence, resolve=True)  # type: ignore[arg-type]
@@ -133,7 +133,7 @@ class Engine:
                 return
             if status.chunks == 0:
                 log.warning("the store holds no chunks: answers will have no sources (run `promptly ingest`)")
-            self.embedder.embed_queries(["warm up"])
+            on_compute_thread(self.embedder.embed_queries, ["warm up"])
         except Exception as err:
             self.store_error = f"the store is not reachable: {err}"
             log.error("%s", self.store_error)
@@ -202,7 +202,7 @@ class Engine:
         k = k or self.k
         started = time.monotonic()
         with self.pool.store() as store:
-            found = Retriever(store, _LockedEmbedder(self.embedder, self._embed_lock), k=k, mode=self.mode).search(
+            found = Retriever(store, _ComputeEmbedder(self.embedder), k=k, mode=self.mode).search(
                 [query], filter=filter, k=k, viewer=owner or ANONYMOUS)[0]
         self.metrics.retrieval_seconds.observe(time.monotonic() - started)
         visible = [c for c in found if visible_to(c, owner)]
@@ -272,12 +272,12 @@ class Engine:
 
     def evidence_plan(self, question: str, chunks: list[ContextChunk], settings: EvidenceSettings) -> EvidencePlan:
         """The question's support by each sentence of its sources: whether to abstain (nothing generated)."""
-        return plan(question, chunks, _LockedEmbedder(self.embedder, self._embed_lock), settings)
+        return plan(question, chunks, _ComputeEmbedder(self.embedder), settings)
 
     def evidenced(self, question: str, generated: str | None, evidence_plan: EvidencePlan,
                   settings: EvidenceSettings) -> EvidencedAnswer:
         """The answer as returned: abstention, quoted sentences, or the generated text with its [n] markers."""
-        return with_evidence(question, generated, evidence_plan, _LockedEmbedder(self.embedder, self._embed_lock),
+        return with_evidence(question, generated, evidence_plan, _ComputeEmbedder(self.embedder),
                              settings)
 
     # -- conversations -------------------------------------------------------------------------------------
@@ -297,16 +297,14 @@ class Engine:
 
 
 @dataclass(frozen=True)
-class _LockedEmbedder:
-    """The embedder, one query batch at a time (concurrent requests would only fight for the CPU)."""
+class _ComputeEmbedder:
+    """The embedder, run on the compute thread: one batch at a time, in turn with generation
+    (promptly/serving/compute.py)."""
 
     embedder: Any
-    lock: Any
 
     def embed_queries(self, texts: list[str]) -> Any:
-        with self.lock:
-            return self.embedder.embed_queries(texts)
+        return on_compute_thread(self.embedder.embed_queries, texts)
 
     def embed_documents(self, texts: list[str]) -> Any:
-        with self.lock:
-            return self.embedder.embed_documents(texts)
+        return on_compute_thread(self.embedder.embed_documents, texts)

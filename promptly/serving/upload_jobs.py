@@ -37,6 +37,7 @@ from promptly.ingest.documents import LoadFailure, SourceConfig, load_file
 from promptly.ingest.redaction import RedactionReport, Redactor
 from promptly.ingest.splits import SplitConfig
 from promptly.ingest.sync import sync_documents
+from promptly.serving.compute import on_compute_thread
 from promptly.serving.config import ServeSettings, resolved_copy
 from promptly.serving.engine import OverloadedError
 from promptly.serving.uploads import ALLOWED, JOBS_FOLDER, checked_name, jobs_root, remove_raw, write_private
@@ -337,7 +338,7 @@ class UploadJobs:
     def _shared_embedder(self) -> Any:
         with self._embedder_lock:
             if self._embedder is None:
-                self._embedder = instantiate(self.cfg.embedder)
+                self._embedder = on_compute_thread(instantiate, self.cfg.embedder)
             return self._embedder
 
     def _forget_old(self) -> None:
@@ -362,7 +363,7 @@ class _MeteredEmbedder:
     def embed_documents(self, texts: list[str]) -> np.ndarray:
         job = self.job
         if not texts:  # the ingest's final flush when its batch is already written
-            return np.asarray(self.embedder.embed_documents([]))
+            return np.asarray(on_compute_thread(self.embedder.embed_documents, []))
         if len(texts) > self.max_chunks:
             raise _Stopped("failed", f"the file splits into {len(texts)} chunks, more than serve.max_upload_chunks="
                                      f"{self.max_chunks}: nothing was stored")
@@ -371,7 +372,7 @@ class _MeteredEmbedder:
         for start in range(0, len(texts), self.step):
             self.check()
             with self.turn:
-                parts.append(self.embedder.embed_documents(texts[start:start + self.step]))
+                parts.append(on_compute_thread(self.embedder.embed_documents, texts[start:start + self.step]))
             job.chunks_done += len(parts[-1])
         self.check()
         job.stage = "storing"

@@ -1,0 +1,63 @@
+"""One thread for every torch computation of the server: model loads, prefill and decode steps, query, evidence
+and upload embeddings.
+
+Why one: each thread that runs a parallel torch operator gets an OpenMP team of its own (torch's CPU wheels
+use GNU OpenMP), and while a process holds more OpenMP threads than the machine has CPUs, GNU OpenMP stops
+spinning between operators (a throttled spin of ~100 iterations), so every operator of a decode step waits on
+a futex wake-up. Measured on the 2-core dev VM, SmolLM2 bf16, 2 torch threads: a decode step of 8 rows took
+55 ms from the only thread that ever ran torch and 80 ms from a second one (1 row: 44 against 67 ms); with
+every load and embedding on the same thread the generation thread keeps the fast path (benchmarks/README.md).
+Requests wait their turn here instead of running their embeddings beside generation: the CPU is shared
+either way, and the queue is FIFO.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+THREAD_NAME = "promptly-compute"
+
+
+class ComputeThread:
+    """Runs callables on one long-lived thread, in the order they come; a call made from that thread runs
+    in place (no deadlock when a computation calls another)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._ident: int | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME,
+                                                initializer=self._remember)
+            return self._pool
+
+    def _remember(self) -> None:
+        self._ident = threading.get_ident()
+
+    @property
+    def ident(self) -> int | None:
+        """The thread's id once it has started (for checks: which thread ran a computation)."""
+        return self._ident
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` on the compute thread; its result, or its exception raised here."""
+        if threading.get_ident() == self._ident:
+            return fn(*args, **kwargs)
+        return self._executor().submit(fn, *args, **kwargs).result()
+
+
+COMPUTE = ComputeThread()
+"""The process's compute thread: OpenMP teams are per process, so there is one for all engines and tests."""
+
+
+def on_compute_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)`, run on the process's compute thread."""
+    return COMPUTE.run(fn, *args, **kwargs)
