@@ -5,7 +5,9 @@ what real tokens cost, then the packaged SmolLM2-135M-Instruct) answers the samp
 with retrieval (k=3, hybrid) and greedy generation of up to --max-new-tokens tokens on an embedded store
 holding the sample corpus (ingested once under --state). Per model:
 
-- baseline: `Retriever` + `Answerer.answer` in-process, one question at a time (p50/p99, questions/s);
+- baseline: `Retriever` + `Answerer.answer` in-process, one question at a time (p50/p99, questions/s), on
+  the server's compute thread (promptly/serving/compute.py), so the process holds one OpenMP team as a
+  deployed `promptly serve` does (a second team slows every team's operators);
 - API, 1 client: POST /v1/chat/completions one at a time over HTTP (p50/p99), alternating with the
   baseline question by question, so the difference of the p50s is what HTTP, JSON, admission, the
   scheduler and storing the conversation add;
@@ -43,6 +45,7 @@ from promptly.ingest.sync import sync_documents
 from promptly.model.config import SamplingConfig
 from promptly.model.loading import load_model
 from promptly.retrieval import Retriever
+from promptly.serving.compute import on_compute_thread
 from promptly.serving.config import resolved_copy
 from promptly.store.embedded import EmbeddedPostgresStore
 from promptly.verbs.entry import config_dir
@@ -162,18 +165,18 @@ def row(name: str, values: list[float], qps: float, extra: str = "") -> None:
 def bench_model(args: argparse.Namespace, model: str, questions: list[str]) -> dict[str, float]:
     """One model: in-process baseline, API at each client count, streamed TTFT; the headline figures."""
     cfg = serve_config(args.state.resolve(), model, args.max_new_tokens, max(args.clients))
-    ensure_corpus(cfg)
-    answerer, store = in_process_answerer(cfg)
+    on_compute_thread(ensure_corpus, cfg)
+    answerer, store = on_compute_thread(in_process_answerer, cfg)
     server, thread, url = start_server(cfg)
     n = args.questions
-    answerer.answer(questions[:2])  # warm-up
+    on_compute_thread(answerer.answer, questions[:2])  # warm-up
     over_http(url, questions[:2], 1)
     print(f"{model}: max_new_tokens={args.max_new_tokens}, serve.max_batch_size={max(args.clients)}, "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     # in-process and over HTTP alternate question by question: a shared machine's load hits both alike
     base, one = [], []
     for q in questions[:n]:
-        base.append(timed(lambda q=q: answerer.answer([q])))
+        base.append(timed(lambda q=q: on_compute_thread(answerer.answer, [q])))
         one.append(over_http(url, [q], 1)[0][0])
     base_qps = len(base) / sum(base)
     row("in-process, 1 at once", base, base_qps)
