@@ -8,7 +8,8 @@ a futex wake-up. Measured on the 2-core dev VM, SmolLM2 bf16, 2 torch threads: a
 55 ms from the only thread that ever ran torch and 80 ms from a second one (1 row: 44 against 67 ms); with
 every load and embedding on the same thread the generation thread keeps the fast path (benchmarks/README.md).
 Requests wait their turn here instead of running their embeddings beside generation: the CPU is shared
-either way, and the queue is FIFO.
+either way, and the queue is FIFO. The price: a promoted version's load holds generation for as long as it
+takes (before, the two shared the CPU instead).
 """
 
 from __future__ import annotations
