@@ -29,7 +29,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -283,20 +283,28 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
 
 
-def support_matrix(texts: Sequence[str], sentences: Sequence[str], encoder: SentenceEncoder,
-                   titles: Sequence[str] | None = None) -> np.ndarray:
-    """support(text_i, sentence_j) for every pair: the geometric mean of the embedder's cosine (floored at 0)
-    and the BM25 coverage (module docstring). `titles` (each sentence's page) go before the sentences for
-    the embedder only: a sentence is read on its page, so a question naming the product no longer favours
-    the sentences that repeat the name; BM25 is left without them (a word in every sentence weighs
-    nothing, and a title word the question needs would lose its weight)."""
-    if not texts or not sentences:
-        return np.zeros((len(texts), len(sentences)), dtype=np.float32)
-    queries = _unit(np.asarray(encoder.embed_queries(list(texts)), dtype=np.float32))
+def sentence_vectors(sentences: Sequence[str], encoder: SentenceEncoder,
+                     titles: Sequence[str] | None = None) -> np.ndarray:
+    """The embedder's unit vectors of the sentences as `support_matrix` reads them. `titles` (each sentence's
+    page) go before the sentences for the embedder only: a sentence is read on its page, so a question naming
+    the product no longer favours the sentences that repeat the name."""
     shown = [display(s) for s in sentences]
     if titles is not None:
         shown = [f"{t}: {x}" if t else x for t, x in zip(titles, shown, strict=True)]
-    docs = _unit(np.asarray(encoder.embed_documents(shown), dtype=np.float32))
+    return _unit(np.asarray(encoder.embed_documents(shown), dtype=np.float32))
+
+
+def support_matrix(texts: Sequence[str], sentences: Sequence[str], encoder: SentenceEncoder,
+                   titles: Sequence[str] | None = None, vectors: np.ndarray | None = None) -> np.ndarray:
+    """support(text_i, sentence_j) for every pair: the geometric mean of the embedder's cosine (floored at 0)
+    and the BM25 coverage (module docstring). The sentences' vectors are `sentence_vectors(sentences, encoder,
+    titles)` unless given (`vectors`: a plan's, so an answer's sentences do not embed its sources again); BM25
+    is left without the titles (a word in every sentence weighs nothing, and a title word the question needs
+    would lose its weight)."""
+    if not texts or not sentences:
+        return np.zeros((len(texts), len(sentences)), dtype=np.float32)
+    queries = _unit(np.asarray(encoder.embed_queries(list(texts)), dtype=np.float32))
+    docs = vectors if vectors is not None else sentence_vectors(sentences, encoder, titles)
     cosine = np.clip(queries @ docs.T, 0.0, 1.0)
     bm25 = SmallBM25(sentences)
     lexical = np.stack([bm25.coverage(t) for t in texts])
@@ -315,16 +323,20 @@ class EvidencePlan:
     """support(question, candidate) per candidate."""
     best_support: float
     abstain: bool
+    vectors: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The candidates' sentence vectors (`sentence_vectors`), reused when the answer's sentences are scored."""
 
 
 def plan(question: str, chunks: Sequence[ContextChunk], encoder: SentenceEncoder,
          settings: EvidenceSettings) -> EvidencePlan:
     """Score every sentence of the chunks against the question; abstain when none reaches the threshold."""
     cands = tuple(candidates(chunks))
-    scores = support_matrix([question], [c.scored for c in cands], encoder, [c.title for c in cands])
+    sentences = [c.scored for c in cands]
+    vectors = sentence_vectors(sentences, encoder, [c.title for c in cands]) if cands else None
+    scores = support_matrix([question], sentences, encoder, vectors=vectors)
     row = tuple(float(x) for x in scores[0]) if cands else ()
     best = max(row, default=0.0)
-    return EvidencePlan(cands, row, best, abstain=best < settings.abstain_below)
+    return EvidencePlan(cands, row, best, abstain=best < settings.abstain_below, vectors=vectors)
 
 
 def _evidence(cand: Candidate, score: float, answer_sentence: int | None) -> Evidence:
@@ -400,7 +412,8 @@ def generative(question: str, answer: str, p: EvidencePlan, encoder: SentenceEnc
     used: list[int] = []  # the candidates in `evidence`
     markers: dict[int, int] = {}
     if pieces and p.candidates:
-        support = support_matrix(pieces, [c.scored for c in p.candidates], encoder, [c.title for c in p.candidates])
+        support = support_matrix(pieces, [c.scored for c in p.candidates], encoder, [c.title for c in p.candidates],
+                                 vectors=p.vectors)
         by_question = np.asarray(p.question_support, dtype=np.float32)
         for i in range(len(pieces)):
             j = int(np.argmax(support[i] + by_question))

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -161,6 +163,32 @@ def test_markers_follow_the_sentences_a_cited_chunk_supports(sample_chunks, embe
     chunk = sample_chunks[numbers[0] - 1]
     assert ev.number == numbers[0] and ev.chunk_id == chunk["chunk_id"] and ev.answer_sentence == 0
     assert chunk["content"][ev.start:ev.end] == ev.sentence and FACT in ev.sentence
+
+
+class _CountingEmbedder:
+    """The real embedder, keeping the lists of texts it embeds as documents."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.documents = inner, list[list[str]]()
+
+    def embed_queries(self, texts: list[str]) -> Any:
+        return self.inner.embed_queries(texts)
+
+    def embed_documents(self, texts: list[str]) -> Any:
+        self.documents.append(list(texts))
+        return self.inner.embed_documents(texts)
+
+
+def test_an_answer_is_scored_on_its_plan_s_sentence_vectors_without_embedding_them_again(sample_chunks,
+                                                                                          embedder) -> None:
+    counting, settings = _CountingEmbedder(embedder), EvidenceSettings()
+    evidence_plan = plan(QUESTION, sample_chunks, counting, settings)
+    assert [len(texts) for texts in counting.documents] == [len(evidence_plan.candidates)]
+    answer = "A driftsync repository can hold at most 16 passphrases. Bananas ripen faster in a paper bag."
+    marked = generative(QUESTION, answer, evidence_plan, counting, settings)
+    assert len(counting.documents) == 1  # the plan's vectors served the answer's sentences
+    again = generative(QUESTION, answer, replace(evidence_plan, vectors=None), embedder, settings)
+    assert marked == again and marked.evidence  # the same markers and evidence as embedding them again
 
 
 def test_unsupported_question_abstains_without_generating(tmp_path: Path, ingested_url: str,
