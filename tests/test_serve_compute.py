@@ -27,6 +27,7 @@ def test_calls_from_many_threads_run_on_one_thread_and_raise_to_their_caller() -
         t.join()
     assert results == {i: i * 2 for i in range(6)}
     assert {ident for _, ident in ran} == {compute.ident} and compute.ident not in {t.ident for t in callers}
+    assert next(t for t in threading.enumerate() if t.ident == compute.ident).daemon  # never holds up an exit
     assert compute.run(lambda: compute.run(record, 9)) == 18  # a nested call runs in place instead of waiting
     with pytest.raises(ZeroDivisionError):
         compute.run(lambda: 1 / 0)

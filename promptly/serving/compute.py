@@ -14,9 +14,10 @@ takes (before, the two shared the CPU instead).
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,34 +26,44 @@ THREAD_NAME = "promptly-compute"
 
 
 class ComputeThread:
-    """Runs callables on one long-lived thread, in the order they come; a call made from that thread runs
-    in place (no deadlock when a computation calls another)."""
+    """Runs callables on one long-lived daemon thread (like the server's other threads: a stopped server's
+    process exits without waiting for it), in the order they come; a call made from that thread runs in
+    place (no deadlock when a computation calls another)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._ident: int | None = None
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _started(self) -> None:
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME,
-                                                initializer=self._remember)
-            return self._pool
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
+                self._thread.start()
 
-    def _remember(self) -> None:
-        self._ident = threading.get_ident()
+    def _serve(self) -> None:
+        while True:
+            future, call = self._work.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as err:  # handed to the caller, who raises it
+                future.set_exception(err)
 
     @property
     def ident(self) -> int | None:
         """The thread's id once it has started (for checks: which thread ran a computation)."""
-        return self._ident
+        return self._thread.ident if self._thread is not None else None
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` on the compute thread; its result, or its exception raised here."""
-        if threading.get_ident() == self._ident:
+        if self._thread is not None and threading.get_ident() == self._thread.ident:
             return fn(*args, **kwargs)
-        return self._executor().submit(fn, *args, **kwargs).result()
+        self._started()
+        future: Future[T] = Future()
+        self._work.put((future, lambda: fn(*args, **kwargs)))
+        return future.result()
 
 
 COMPUTE = ComputeThread()
