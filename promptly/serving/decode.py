@@ -100,11 +100,7 @@ def _cache(layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None, width:
 
 
 def _layers(cache: Cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out = []
-    for layer in cache.layers:
-        keys, values = layer.buffers  # type: ignore[union-attr]
-        out.append((keys, values))
-    return out
+    return [layer.buffers for layer in cache.layers]  # type: ignore[union-attr]
 
 
 def _used(running: Running) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -169,8 +165,8 @@ def keep(running: Running, rows: list[int]) -> Running | None:
     mask = running.mask.index_select(0, index)
     used = mask.any(dim=0).nonzero()
     start = int(used[0]) if len(used) else mask.shape[1]
-    layers = [(_with_spare(k.index_select(0, index)[:, :, start:], 0),
-               _with_spare(v.index_select(0, index)[:, :, start:], 0)) for k, v in _used(running)]
+    layers = [(_with_spare(k[:, :, start:].index_select(0, index), 0),
+               _with_spare(v[:, :, start:].index_select(0, index), 0)) for k, v in _used(running)]
     return Running(layers, mask[:, start:], running.positions.index_select(0, index))
 
 
