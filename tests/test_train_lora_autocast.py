@@ -1,7 +1,8 @@
 """Under autocast the training loss hands each LoRA layer its input in the autocast dtype (PEFT would copy it to
-the adapter's fp32 weight dtype, only for autocast to copy it back): the loss and the adapters' gradients must
-equal PEFT's own forward, and generation outside autocast must still work afterwards. Under activation
-checkpointing PEFT's cast stays: the recomputation in the backward must save what the forward saved."""
+the adapter's fp32 weight dtype, only for autocast to copy it back): without LoRA dropout the loss and the
+adapters' gradients must equal PEFT's own forward, and generation outside autocast must still work afterwards.
+Under activation checkpointing PEFT's cast stays: the recomputation in the backward must save what the forward
+saved."""
 
 from __future__ import annotations
 

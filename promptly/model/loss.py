@@ -65,8 +65,10 @@ def supervised_loss(model: Any, batch: dict[str, torch.Tensor], head_only_on_lab
 def _adapter_inputs_as_they_come(model: Any, device_type: str) -> contextlib.AbstractContextManager[Any]:
     """Under autocast, PEFT's cast of each LoRA layer's input to the adapter's fp32 weight dtype is undone by
     autocast itself (the adapter's matmul runs in bf16/fp16 anyway): two copies of an activation per adapted
-    layer, forward and backward, for identical values. Off for the forward, on again after (generation
-    outside autocast needs it). SmolLM2 LoRA step on the CPU: about 4 % (benchmarks/README.md). Left on under
+    layer, forward and backward. Off for the forward, on again after (generation outside autocast needs it).
+    Identical values without LoRA dropout; with it, dropout's product is rounded to bf16 directly instead of
+    after fp32 (a bf16 ulp apart here and there, the same masks). SmolLM2 LoRA step on the CPU: about 4 %
+    (benchmarks/README.md). Left on under
     activation checkpointing: its recomputation runs in the backward, after this forward, and must save
     tensors of the same dtypes as the forward did (LoRA dropout saves its input)."""
     if not torch.is_autocast_enabled(device_type):
