@@ -1,5 +1,6 @@
 """The server's torch work runs on one compute thread (promptly/serving/compute.py): calls from any thread run
-there, a call from the thread itself runs in place, errors reach the caller. (That a served answer's
+there, a call from the thread itself runs in place, errors reach the caller; a model load's passing thread is
+neither the caller nor the compute thread and has ended when the load returns. (That a served answer's
 every forward pass runs on it: tests/test_serve_api.py, on that module's server.)"""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import threading
 
 import pytest
 
-from promptly.serving.compute import ComputeThread
+from promptly.serving.compute import COMPUTE, ComputeThread, on_passing_thread
 
 
 def test_calls_from_many_threads_run_on_one_thread_and_raise_to_their_caller() -> None:
@@ -32,3 +33,17 @@ def test_calls_from_many_threads_run_on_one_thread_and_raise_to_their_caller() -
     with pytest.raises(ZeroDivisionError):
         compute.run(lambda: 1 / 0)
     assert compute.run(record, 1) == 2  # the thread survives a failed call
+
+
+def test_a_passing_thread_is_its_own_and_has_ended_when_its_call_returns() -> None:
+    seen: list[threading.Thread] = []
+    assert on_passing_thread(lambda x: seen.append(threading.current_thread()) or x + 1, 1) == 2
+    [thread] = seen
+    assert thread is not threading.current_thread() and thread.ident != COMPUTE.ident
+    assert not thread.is_alive()  # its OpenMP team, if it made one, is gone with it
+
+    def fail() -> None:
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        on_passing_thread(fail)

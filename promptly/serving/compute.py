@@ -8,8 +8,9 @@ a futex wake-up. Measured on the 2-core dev VM, SmolLM2 bf16, 2 torch threads: a
 55 ms from the only thread that ever ran torch and 80 ms from a second one (1 row: 44 against 67 ms); with
 every load and embedding on the same thread the generation thread keeps the fast path (benchmarks/README.md).
 Requests wait their turn here instead of running their embeddings beside generation: the CPU is shared
-either way, and the queue is FIFO. The price: a promoted version's load holds generation for as long as it
-takes (before, the two shared the CPU instead).
+either way, and the queue is FIFO. Model loads are the exception: they run on a thread of their own that ends
+with the load (`on_passing_thread`), so the served model keeps answering while a promoted one loads, and the
+load's OpenMP team ends with its thread (measured: decode from a later thread is fast again).
 """
 
 from __future__ import annotations
@@ -73,3 +74,20 @@ COMPUTE = ComputeThread()
 def on_compute_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`fn(*args, **kwargs)`, run on the process's compute thread."""
     return COMPUTE.run(fn, *args, **kwargs)
+
+
+def on_passing_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` on a new thread that ends with it: for work that must not wait for the compute
+    thread (a model load while the served model answers); the thread's OpenMP team ends with the thread."""
+    outcome: Future[T] = Future()
+
+    def call() -> None:
+        try:
+            outcome.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # handed to the caller, who raises it
+            outcome.set_exception(err)
+
+    thread = threading.Thread(target=call, name=f"{THREAD_NAME}-passing", daemon=True)
+    thread.start()
+    thread.join()
+    return outcome.result()

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from promptly.errors import ConfigError
 from promptly.model.loading import LoadedModel, adopt_model_data, load_model
-from promptly.serving.compute import on_compute_thread
+from promptly.serving.compute import on_passing_thread
 from promptly.serving.config import resolved_copy
 from promptly.serving.metrics import ServerMetrics
 from promptly.serving.store_pool import StorePool
@@ -91,7 +91,7 @@ class ModelManager:
                 "model=, run_dir= or model_dir= was given")
 
     def load_configured(self) -> ModelSlot:
-        loaded = on_compute_thread(load_model, self.cfg)
+        loaded = on_passing_thread(load_model, self.cfg)
         return ModelSlot(loaded, loaded.name)
 
     def _check_active(self) -> bool:
@@ -121,6 +121,6 @@ class ModelManager:
             cfg.run_dir, cfg.model_dir, cfg.ckpt_path = None, location, None
         cfg = adopt_model_data(cfg)  # the prompt and length the version was trained with (its promptly.json)
         started = time.monotonic()
-        loaded = on_compute_thread(load_model, cfg)
+        loaded = on_passing_thread(load_model, cfg)
         log.info("loaded %s in %.1f s", version_id(version), time.monotonic() - started)
         return ModelSlot(loaded, version_id(version), version)
