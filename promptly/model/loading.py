@@ -23,6 +23,7 @@ from promptly.data.config import PromptConfig
 from promptly.data.prompts import prompt_config
 from promptly.errors import ConfigError, InputNotFoundError, ModelLoadError
 from promptly.model.factory import ModelFactory
+from promptly.utils.concurrency import MODEL_LOADS
 from promptly.utils.hardware import apply_threads, detect_hardware
 
 log = logging.getLogger(__name__)
@@ -266,14 +267,15 @@ def load_model(cfg: DictConfig) -> LoadedModel:
         raise ConfigError("choose one of run_dir=... and model_dir=...")
     dtype = inference_dtype(str(cfg.get("inference_dtype") or "auto"))
     apply_threads()  # more compute threads than free cores stall generation on a shared machine
-    if cfg.get("run_dir"):
-        return load_run(cfg.run_dir, cfg.paths.log_dir, cfg.get("ckpt_path"), dtype)
-    if cfg.get("model_dir"):
-        return load_export(cfg.model_dir, prompt, max_length, dtype)
-    if cfg.get("model") is None:
-        raise ConfigError("no model chosen: run_dir=<train run folder or latest>, model_dir=<exported folder>, "
-                          "or model=<option> (e.g. model=smollm2_135m_instruct)")
-    factory: ModelFactory = instantiate(cfg.model)
-    if cfg.get("ckpt_path"):
-        return load_checkpoint(factory, cfg.ckpt_path, prompt, max_length, dtype=dtype)
-    return load_base(factory, prompt, max_length, dtype)
+    with MODEL_LOADS:  # one load at a time in a process (promptly/utils/concurrency.py)
+        if cfg.get("run_dir"):
+            return load_run(cfg.run_dir, cfg.paths.log_dir, cfg.get("ckpt_path"), dtype)
+        if cfg.get("model_dir"):
+            return load_export(cfg.model_dir, prompt, max_length, dtype)
+        if cfg.get("model") is None:
+            raise ConfigError("no model chosen: run_dir=<train run folder or latest>, model_dir=<exported folder>, "
+                              "or model=<option> (e.g. model=smollm2_135m_instruct)")
+        factory: ModelFactory = instantiate(cfg.model)
+        if cfg.get("ckpt_path"):
+            return load_checkpoint(factory, cfg.ckpt_path, prompt, max_length, dtype=dtype)
+        return load_base(factory, prompt, max_length, dtype)

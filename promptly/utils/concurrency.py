@@ -1,7 +1,9 @@
-"""Overlapping slow calls (HTTP requests to a model server) while keeping their results in order."""
+"""Overlapping slow calls (HTTP requests to a model server) while keeping their results in order; one model
+load at a time in a process."""
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -9,6 +11,12 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+MODEL_LOADS = threading.RLock()
+"""Held while a model is built from its weights (a served model, the embedder). transformers swaps torch's
+init functions for no-ops process-wide while it loads (`transformers.initialization.no_init_weights`), so two
+loads in two threads can restore each other's patches in the wrong order; a server that loaded its model on
+one thread while its embedder loaded on another answered in random words."""
 
 
 def in_order(work: Callable[[T], R], items: Sequence[T], concurrency: int) -> Iterator[R]:
