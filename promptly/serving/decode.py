@@ -6,7 +6,7 @@ from the running rows, and their cache is then joined to the running one (the na
 the left with masked zeros); finished rows are dropped, and columns that no remaining row uses are
 trimmed, so the width follows the longest live sequence. Each layer's keys and values sit in a buffer with
 spare columns past the width, which a decode step writes its token into in place: growing the cache by
-concatenation copied the whole cache every step (about a third of an 8-row SmolLM2 step on the CPU,
+concatenation copied the whole cache every step (29 % of an 8-row SmolLM2 step on the CPU,
 benchmarks/README.md). Masked positions never reach a softmax, so a
 row's logits are those of the sequence alone up to floating-point rounding (greedy answers equal
 one-at-a-time answers; the tests check it on the tiny model).
